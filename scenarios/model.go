@@ -1,0 +1,92 @@
+package scenarios
+
+import "time"
+
+// Route is where a recipient's mail must go (or that it must be refused).
+type Route string
+
+// The routes of a split-delivery server.
+const (
+	RouteLocal  Route = "local"  // delivered into a mailbox on the server under test
+	RouteSource Route = "source" // relayed to the old server (the fake source)
+	RouteMX     Route = "mx"     // delivered to the recipient domain's MX (the fake MX)
+	RouteReject Route = "reject" // refused in the SMTP dialogue
+	RouteNone   Route = "none"   // observed nowhere (only ever an observation, never an expectation)
+)
+
+// Entry is how a probe enters the server under test.
+type Entry string
+
+// The entries a probe can take.
+const (
+	EntryProxy      Entry = "proxy"      // port 25 through the PROXY-protocol proxy, unauthenticated
+	EntrySubmission Entry = "submission" // authenticated submission (SASL)
+	EntryPlain      Entry = "plain"      // port 25 on the plain listener, no PROXY header, from another address
+)
+
+// Kind says what a check asserts.
+type Kind string
+
+// The kinds of check.
+const (
+	KindRoute      Kind = "route"      // a recipient's probe arrives exactly once, exactly where Expect says
+	KindReceived   Kind = "received"   // the delivered probe's Received header carries the announced client address
+	KindHeaderless Kind = "headerless" // a connection without a PROXY header on the PROXY listener is refused
+	KindPlain      Kind = "plain"      // headerless mail on the plain listener still works
+)
+
+// Recipient is one RCPT TO of a probe and the route the plan expects for it.
+type Recipient struct {
+	Address string
+	Expect  Route
+}
+
+// Probe is one message: its entry and recipients. A probe with several recipients
+// checks that the route is chosen per recipient.
+type Probe struct {
+	// Name identifies the probe in reports ("local alice@example.org", "mixed").
+	Name       string
+	Entry      Entry
+	Recipients []Recipient
+}
+
+// Check is one line of the report.
+type Check struct {
+	// Name is unique within a run, e.g. "route/local/alice@example.org" or "mixed/bob@example.org".
+	Name      string
+	Kind      Kind
+	Probe     string // Probe.Name this check belongs to ("" for connection-level checks)
+	Recipient string
+	Entry     Entry
+	Expect    Route
+}
+
+// Status is a check's outcome.
+type Status string
+
+// The outcomes. Skipped is never counted as passed.
+const (
+	StatusPass Status = "pass"
+	StatusFail Status = "fail"
+	StatusSkip Status = "skip"
+	// StatusError means the check could not be judged (environment broken).
+	StatusError Status = "error"
+)
+
+// Observation is one sighting of a probe for one recipient.
+type Observation struct {
+	Place    Route         // local, source, mx or reject
+	Where    string        // mailbox/folder, sink address, or the SMTP command that was refused
+	Evidence string        // e.g. `RCPT 554 5.7.1 Relay access denied`, `INBOX uid 7`, `Received: ... [198.51.100.7]`
+	After    time.Duration // since the probe was sent
+}
+
+// Verdict is the judged outcome of one check.
+type Verdict struct {
+	Check    Check
+	Status   Status
+	Observed []Observation // every sighting (exactly one when a route check passes)
+	Detail   string        // why it failed or was skipped, with the evidence
+	Elapsed  time.Duration // from send to verdict
+	Mode     string        // "rehearsal", "live" or "" (who produced the verdict)
+}
