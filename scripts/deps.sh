@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs (as root) or checks what the tests need: Debian's postfix, dovecot, haproxy
+# and friends for the reference target and the benchmarks, Go modules, staticcheck.
+# Exits non-zero with a message naming what is missing when it cannot be had.
+set -euo pipefail
+
+PKGS=(postfix dovecot-imapd dovecot-lmtpd ssl-cert haproxy swaks libnet-ssleay-perl iproute2 procps)
+STATICCHECK_VERSION=v0.8.2
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "deps: missing Debian packages: ${missing[*]}" >&2
+		echo "deps: run as root, or: sudo apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "deps: installing ${missing[*]}" >&2
+	# Preseed postfix so its install asks nothing and sets up no system instance that
+	# relays anywhere; the reference target runs its own instances from scratch folders.
+	debconf-set-selections <<PRESEED
+postfix postfix/main_mailer_type select Local only
+postfix postfix/mailname string example.org
+postfix postfix/destinations string example.org, localhost
+postfix postfix/mynetworks string 127.0.0.0/8 [::1]/128
+postfix postfix/protocols select ipv4
+PRESEED
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+		echo "deps: apt-get install ${missing[*]} failed" >&2
+		exit 1
+	}
+fi
+
+go mod download
+GOBIN="$(go env GOPATH)/bin"
+if ! "$GOBIN/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+	echo "deps: installing staticcheck $STATICCHECK_VERSION" >&2
+	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+echo "deps: ok" >&2
