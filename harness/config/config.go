@@ -37,6 +37,9 @@ type Config struct {
 	// Stalwart and Migration are only needed by plan, apply, rollback and run.
 	Stalwart  *Stalwart  `yaml:"stalwart"`
 	Migration *Migration `yaml:"migration"`
+
+	// Bulk is only needed by splitcheck bulk.
+	Bulk *Bulk `yaml:"bulk"`
 }
 
 // Target names the mail server under test.
@@ -384,6 +387,9 @@ func (c *Config) validate(v *validator) {
 	}
 	if c.Migration != nil {
 		c.Migration.validate(v)
+	}
+	if c.Bulk != nil {
+		c.Bulk.validate(v)
 	}
 }
 
