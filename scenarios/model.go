@@ -12,6 +12,9 @@ const (
 	RouteMX     Route = "mx"     // delivered to the recipient domain's MX (the fake MX)
 	RouteReject Route = "reject" // refused in the SMTP dialogue
 	RouteNone   Route = "none"   // observed nowhere (only ever an observation, never an expectation)
+	// RouteAccepted means the server accepted what it should have refused, such as a
+	// headerless connection on the PROXY listener (only ever an observation).
+	RouteAccepted Route = "accepted"
 )
 
 // Entry is how a probe enters the server under test.
@@ -22,6 +25,9 @@ const (
 	EntryProxy      Entry = "proxy"      // port 25 through the PROXY-protocol proxy, unauthenticated
 	EntrySubmission Entry = "submission" // authenticated submission (SASL)
 	EntryPlain      Entry = "plain"      // port 25 on the plain listener, no PROXY header, from another address
+	// EntryHeaderless is a connection to the PROXY listener, from the proxy's own
+	// address, that sends no PROXY header. It carries no recipients: it must be refused.
+	EntryHeaderless Entry = "headerless"
 )
 
 // Kind says what a check asserts.
@@ -48,6 +54,12 @@ type Probe struct {
 	Name       string
 	Entry      Entry
 	Recipients []Recipient
+	// Received asks for a further check: every delivered copy of this probe carries
+	// the client address the PROXY header announced in a Received header.
+	Received bool
+	// Skip, when set, is why the probe's checks are skipped instead of run
+	// (for example "target.plain_smtp is not set").
+	Skip string
 }
 
 // Check is one line of the report.
@@ -59,6 +71,14 @@ type Check struct {
 	Recipient string
 	Entry     Entry
 	Expect    Route
+	// Want is what a received check looks for: the announced client IP. The
+	// engine fills it in; a received check without it cannot be judged.
+	Want string
+	// Deadline is how long the engine waits for the probe to arrive, used in
+	// "not seen anywhere within ..." (zero: Judge uses the elapsed time).
+	Deadline time.Duration
+	// Skip, when set, is why the check is skipped instead of run.
+	Skip string
 }
 
 // Status is a check's outcome.
@@ -79,6 +99,9 @@ type Observation struct {
 	Where    string        // mailbox/folder, sink address, or the SMTP command that was refused
 	Evidence string        // e.g. `RCPT 554 5.7.1 Relay access denied`, `INBOX uid 7`, `Received: ... [198.51.100.7]`
 	After    time.Duration // since the probe was sent
+	// Received holds the delivered copy's Received header values, topmost first
+	// (empty for rejections and when the observer cannot read headers).
+	Received []string
 }
 
 // Verdict is the judged outcome of one check.
