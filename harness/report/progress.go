@@ -33,7 +33,8 @@ type Progress struct {
 	Width int
 
 	mu   sync.Mutex
-	live bool // a live line is on the screen
+	live bool   // a live line is on the screen
+	last string // the live line, redrawn after Write
 }
 
 // Update reports one step. Write errors are ignored: progress is best effort.
@@ -54,7 +55,27 @@ func (p *Progress) Update(s Step) {
 	}
 	// \r and erase-line: a narrower line never leaves the tail of the last one.
 	fmt.Fprint(p.W, "\r\x1b[K"+line)
-	p.live = true
+	p.live, p.last = true, line
+}
+
+// Write writes b (whole log lines) to W above the live line: the live line is erased,
+// b written, and the live line drawn again below it. Off a terminal it just writes b.
+// Point a logger at the Progress so logs and the live line do not overwrite each other.
+func (p *Progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.live {
+		return p.W.Write(b)
+	}
+	if _, err := io.WriteString(p.W, "\r\x1b[K"); err != nil {
+		return 0, err
+	}
+	n, err := p.W.Write(b)
+	if err != nil {
+		return n, err
+	}
+	_, err = io.WriteString(p.W, p.last)
+	return n, err
 }
 
 // Clear erases the live line, so the next output starts on a clean line. Call it
@@ -64,7 +85,7 @@ func (p *Progress) Clear() {
 	defer p.mu.Unlock()
 	if p.live {
 		fmt.Fprint(p.W, "\r\x1b[K")
-		p.live = false
+		p.live, p.last = false, ""
 	}
 }
 

@@ -363,3 +363,30 @@ func TestProgressConcurrent(t *testing.T) {
 		t.Errorf("lines = %d; want 8", got)
 	}
 }
+
+func TestProgressWrite(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		tty  bool
+		want string
+	}{
+		{"plain", false, "log one\n[0/1] send: c\nlog two\n"},
+		{"live line kept below logs", true, "log one\n\r\x1b[K[0/1] send: c\r\x1b[Klog two\n[0/1] send: c\r\x1b[K"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			p := &report.Progress{W: &b, TTY: tt.tty}
+			for _, f := range []func(){
+				func() { _, _ = p.Write([]byte("log one\n")) },
+				func() { p.Update(report.Step{Check: "c", Stage: "send", Total: 1}) },
+				func() { _, _ = p.Write([]byte("log two\n")) },
+				p.Clear,
+			} {
+				f()
+			}
+			if got := b.String(); got != tt.want {
+				t.Errorf("output = %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
