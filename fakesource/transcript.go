@@ -1,0 +1,350 @@
+package fakesource
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// Limits that keep a transcript's memory bounded whatever the client sends.
+const (
+	maxReplies    = 256      // replies kept per connection (the latest)
+	maxQueue      = 1024     // command verbs awaiting a reply
+	maxHold       = 64 << 10 // input held back after DATA, AUTH or STARTTLS
+	maxCmdLine    = 4 << 10  // bytes of one command line kept to find its verb
+	maxReplyLine  = 4 << 10  // bytes of one reply line kept
+	maxReplyLines = 128      // lines of one multi-line reply kept
+)
+
+// Input modes of a transcript.
+const (
+	modeCommand = iota // reading command lines
+	modeData           // reading a DATA body, looking for CRLF.CRLF
+	modeSkip           // skipping a BDAT chunk
+)
+
+// States of the DATA end detector; they mirror go-smtp's dataReader so that
+// the transcript ends the body exactly where go-smtp does.
+const (
+	dataBeginLine = iota
+	dataDot
+	dataDotCR
+	dataCR
+	dataMiddle
+)
+
+// transcript follows one SMTP connection from both directions, as go-smtp
+// reads and writes it, and pairs every reply with the command it answers.
+// It keeps only command verbs, never arguments or SASL responses.
+//
+// Input (what go-smtp read from the client) is parsed eagerly into a queue of
+// verbs, except after DATA, AUTH or a SASL response and STARTTLS: what follows
+// those depends on the reply, so it is held until the reply is seen.
+type transcript struct {
+	// input side
+	mode      int
+	dataState int
+	skip      uint64
+	line      []byte
+	queue     []string
+	holding   bool
+	hold      []byte
+	saslNext  bool
+	delays    []string // verbs read since the caller last took them
+
+	// output side
+	out     []byte
+	lines   []string
+	banner  bool
+	replies []Reply
+}
+
+// input feeds bytes go-smtp read from the client.
+func (t *transcript) input(p []byte) {
+	if t.holding {
+		t.appendHold(p)
+		return
+	}
+	t.feed(p)
+}
+
+func (t *transcript) appendHold(p []byte) {
+	room := maxHold - len(t.hold)
+	if len(p) > room {
+		p = p[:room]
+	}
+	t.hold = append(t.hold, p...)
+}
+
+func (t *transcript) feed(p []byte) {
+	for len(p) > 0 {
+		if t.holding {
+			t.appendHold(p)
+			return
+		}
+		switch t.mode {
+		case modeSkip:
+			n := uint64(len(p))
+			if n > t.skip {
+				n = t.skip
+			}
+			p = p[n:]
+			t.skip -= n
+			if t.skip == 0 {
+				t.mode = modeCommand
+			}
+		case modeData:
+			p = t.scanData(p)
+		default:
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				t.appendLine(p)
+				return
+			}
+			t.appendLine(p[:i+1])
+			p = p[i+1:]
+			t.commandLine()
+		}
+	}
+}
+
+func (t *transcript) appendLine(p []byte) {
+	room := maxCmdLine - len(t.line)
+	if len(p) > room {
+		p = p[:room]
+	}
+	t.line = append(t.line, p...)
+}
+
+// scanData consumes DATA body bytes and returns what follows the end marker.
+func (t *transcript) scanData(p []byte) []byte {
+	for i, c := range p {
+		switch t.dataState {
+		case dataBeginLine:
+			switch c {
+			case '.':
+				t.dataState = dataDot
+			case '\r':
+				t.dataState = dataCR
+			default:
+				t.dataState = dataMiddle
+			}
+		case dataDot:
+			if c == '\r' {
+				t.dataState = dataDotCR
+			} else {
+				t.dataState = dataMiddle
+			}
+		case dataDotCR:
+			if c == '\n' {
+				t.mode = modeCommand
+				t.push("DATA") // the end-of-data reply
+				return p[i+1:]
+			}
+			t.dataState = dataMiddle
+		case dataCR:
+			if c == '\n' {
+				t.dataState = dataBeginLine
+			} else {
+				t.dataState = dataMiddle
+			}
+		case dataMiddle:
+			if c == '\r' {
+				t.dataState = dataCR
+			}
+		}
+	}
+	return nil
+}
+
+func (t *transcript) push(verb string) {
+	if len(t.queue) >= maxQueue {
+		t.queue = t.queue[1:]
+	}
+	t.queue = append(t.queue, verb)
+}
+
+// commandLine handles the complete line in t.line.
+func (t *transcript) commandLine() {
+	line := string(t.line)
+	t.line = t.line[:0]
+	if t.saslNext {
+		// A SASL response: credentials, never parsed or kept.
+		t.saslNext = false
+		t.push("AUTH")
+		t.holding = true
+		return
+	}
+	verb, arg := commandVerb(line)
+	t.push(verb)
+	switch verb {
+	case "DATA", "AUTH", "STARTTLS":
+		t.holding = true
+	case "BDAT":
+		if n, ok := bdatSize(arg); ok && n > 0 {
+			t.mode = modeSkip
+			t.skip = n
+		}
+	}
+	switch verb {
+	case "", "MAIL", "RCPT", "DATA":
+		// MAIL, RCPT and DATA are delayed by the session itself.
+	default:
+		if len(t.delays) < maxQueue {
+			t.delays = append(t.delays, verb)
+		}
+	}
+}
+
+// commandVerb mirrors go-smtp's parseCmd: it returns the upper-case verb and
+// the argument of a command line, or "" for a line go-smtp calls malformed.
+func commandVerb(line string) (verb, arg string) {
+	line = strings.TrimRight(line, "\r\n")
+	switch {
+	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
+		return "STARTTLS", ""
+	case len(line) == 4:
+		return strings.ToUpper(line), ""
+	case len(line) < 6 || line[4] != ' ':
+		return "", ""
+	}
+	return strings.ToUpper(line[:4]), strings.TrimSpace(line[5:])
+}
+
+// bdatSize mirrors go-smtp's handleBdat: it returns the chunk size that
+// follows a BDAT command, and whether go-smtp reads that chunk at all.
+func bdatSize(arg string) (uint64, bool) {
+	f := strings.Fields(arg)
+	if len(f) == 0 || len(f) > 2 || (len(f) == 2 && !strings.EqualFold(f[1], "LAST")) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(f[0], 10, 32)
+	return n, err == nil
+}
+
+// output feeds bytes go-smtp wrote to the client.
+func (t *transcript) output(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			t.appendOut(p)
+			return
+		}
+		t.appendOut(p[:i+1])
+		p = p[i+1:]
+		t.replyLine(strings.TrimRight(string(t.out), "\r\n"))
+		t.out = t.out[:0]
+	}
+}
+
+func (t *transcript) appendOut(p []byte) {
+	room := maxReplyLine - len(t.out)
+	if len(p) > room {
+		p = p[:room]
+	}
+	t.out = append(t.out, p...)
+}
+
+func (t *transcript) replyLine(line string) {
+	if len(line) < 3 {
+		return
+	}
+	code, err := strconv.Atoi(line[:3])
+	if err != nil || code < 100 || code > 999 {
+		return
+	}
+	text := ""
+	if len(line) > 3 {
+		text = line[4:]
+		if line[3] == '-' {
+			if len(t.lines) < maxReplyLines {
+				t.lines = append(t.lines, text)
+			}
+			return
+		}
+	}
+	enhanced, rest := splitEnhanced(text)
+	t.lines = append(t.lines, rest)
+	r := Reply{Code: code, Enhanced: enhanced, Text: strings.Join(t.lines, "\n")}
+	t.lines = t.lines[:0]
+	t.reply(r)
+}
+
+// splitEnhanced splits an RFC 3463 enhanced status code off the front of text.
+func splitEnhanced(text string) (enhanced, rest string) {
+	code, rest, _ := strings.Cut(text, " ")
+	parts := strings.Split(code, ".")
+	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
+		return "", text
+	}
+	for _, p := range parts[1:] {
+		if len(p) < 1 || len(p) > 3 {
+			return "", text
+		}
+		if _, err := strconv.Atoi(p); err != nil || p[0] == '-' || p[0] == '+' {
+			return "", text
+		}
+	}
+	return code, rest
+}
+
+// reply records a complete reply and resolves a held command.
+func (t *transcript) reply(r Reply) {
+	switch {
+	case !t.banner:
+		t.banner = true
+		r.Command = "CONNECT"
+	case len(t.queue) > 0:
+		r.Command = t.queue[0]
+		t.queue = t.queue[1:]
+	}
+	if len(t.replies) >= maxReplies {
+		t.replies = append(t.replies[:0], t.replies[1:]...)
+	}
+	t.replies = append(t.replies, r)
+
+	if !t.holding || len(t.queue) > 0 || r.Command == "" {
+		return
+	}
+	held := t.hold
+	t.hold = nil
+	t.holding = false
+	switch r.Command {
+	case "DATA":
+		if r.Code == 354 {
+			t.mode = modeData
+			t.dataState = dataBeginLine
+		}
+	case "AUTH":
+		if r.Code == 334 {
+			t.saslNext = true
+		}
+	case "STARTTLS":
+		if r.Code == 220 {
+			// go-smtp starts TLS now; plaintext it had buffered is lost.
+			held = nil
+			t.line = t.line[:0]
+		}
+	}
+	t.feed(held)
+}
+
+// takeDelays returns and clears the verbs read since the last call.
+func (t *transcript) takeDelays() []string {
+	d := t.delays
+	t.delays = nil
+	return d
+}
+
+// pending returns the verb the next reply will answer, "" if none is known.
+func (t *transcript) pending() string {
+	if len(t.queue) == 0 {
+		return ""
+	}
+	return t.queue[0]
+}
+
+// snapshot returns a copy of the replies so far.
+func (t *transcript) snapshot() []Reply {
+	return append([]Reply(nil), t.replies...)
+}
