@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/splitcheck/splitcheck/harness"
+	"github.com/splitcheck/splitcheck/harness/config"
+	"github.com/splitcheck/splitcheck/harness/report"
+	"github.com/splitcheck/splitcheck/scenarios"
+)
+
+// verifyFunc runs the checks; tests replace harness.Verify with a fake.
+type verifyFunc func(ctx context.Context, cfg *config.Config, opts harness.VerifyOptions) (*harness.Result, error)
+
+// verifyOptions are the flags of `splitcheck verify`.
+type verifyOptions struct {
+	configPath    string
+	json          bool
+	junit         string
+	scenarioFiles []string
+	replace       bool
+	timeout       time.Duration
+
+	verify verifyFunc
+}
+
+// junitSuite is the suite name in --junit reports.
+const junitSuite = "splitcheck"
+
+func newVerifyCmd(ios *ioStreams) *cobra.Command {
+	return newVerifyCmdWith(ios, harness.Verify)
+}
+
+func newVerifyCmdWith(ios *ioStreams, verify verifyFunc) *cobra.Command {
+	opts := &verifyOptions{verify: verify}
+	cmd := &cobra.Command{
+		Use:   "verify --config FILE [--json] [--junit FILE] [--scenarios FILE ...]",
+		Short: "Send probe mail and check every recipient is routed as the plan says",
+		Long: `verify sends uniquely tagged probe mail to the target named in the config and checks,
+for every recipient, that it arrives exactly once and exactly where the migration plan
+says: "local" (in the account's mailbox), "source" (at the fake source), "mx" (at the
+fake MX), or refused in the SMTP dialogue. It also checks the Received header carries the
+client address the PROXY header announced, that a headerless connection on the PROXY
+listener is refused, and that headerless mail on the plain listener still works.
+
+The report goes to stdout: a table, or one JSON object per check and a summary with
+--json. Progress and logs go to stderr. --junit FILE also writes JUnit XML, even when
+checks fail.
+
+Scenario files add probes to the built-in matrix (or replace it with --replace-builtin):
+those listed under "scenarios:" in the config (relative to the config's folder) and
+those given with --scenarios (relative to the working directory).
+
+Exit codes: 0 every check passed (skipped checks are reported, never counted as
+passed), 1 a routing mismatch, 2 bad usage or configuration, 3 the target or the
+environment was unreachable or the run timed out before a verdict.`,
+		Example: `  splitcheck verify --config examples/reftarget.yaml
+  splitcheck verify --config staging.yaml --json --junit report.xml --timeout 2m`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("verify takes no arguments, got %q (did you mean --config %s?)", args, args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runVerify(cmd, ios, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&opts.configPath, "config", "c", "", "the run's configuration file (YAML; required)")
+	f.BoolVar(&opts.json, "json", false, "print one JSON object per check and a summary object instead of the table")
+	f.StringVar(&opts.junit, "junit", "", "also write a JUnit XML report to `FILE`")
+	f.StringArrayVar(&opts.scenarioFiles, "scenarios", nil, "a scenario `FILE` adding probes (repeatable)")
+	f.BoolVar(&opts.replace, "replace-builtin", false, "run only the scenario files' probes, not the built-in matrix")
+	f.DurationVar(&opts.timeout, "timeout", 0, "bound the whole run (default: the config's timeouts.run)")
+	return cmd
+}
+
+func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
+	if opts.configPath == "" {
+		return usageErrorf("verify: --config FILE is required")
+	}
+	if opts.timeout < 0 {
+		return usageErrorf("verify: --timeout %s: must not be negative", opts.timeout)
+	}
+	cfg, err := config.Load(opts.configPath)
+	if err != nil {
+		return err // names file:line:field; exit 2
+	}
+	extra, err := loadScenarioFiles(cfg, opts.scenarioFiles)
+	if err != nil {
+		return err
+	}
+	if opts.replace && len(extra) == 0 {
+		return usageErrorf("verify: --replace-builtin needs probes from scenario files (scenarios: in the config, or --scenarios)")
+	}
+	timeout := cfg.Timeouts.Run
+	if opts.timeout > 0 {
+		timeout = opts.timeout
+	}
+
+	progress := &report.Progress{W: ios.ErrOut, TTY: ios.StderrTTY, Width: termWidth(ios)}
+	// Logs go through the progress writer so they never overwrite the live line.
+	logIO := *ios
+	logIO.ErrOut = progress
+	logger, err := newLogger(cmd, &logIO)
+	if err != nil {
+		return err
+	}
+
+	parent := cmd.Context()
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	res, err := opts.verify(ctx, cfg, harness.VerifyOptions{
+		Logger: logger,
+		Progress: func(ev harness.ProgressEvent) {
+			progress.Update(report.Step{Check: ev.Check, Stage: ev.Stage, Status: ev.Status, Done: ev.Done, Total: ev.Total})
+		},
+		Extra:   extra,
+		Replace: opts.replace,
+	})
+	progress.Clear()
+	if err != nil {
+		switch {
+		case parent.Err() != nil:
+			err = fmt.Errorf("verify: interrupted: %w", err)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			err = fmt.Errorf("verify: no verdict within %s (--timeout, or timeouts.run in %s): %w", timeout, cfg.File, err)
+		default:
+			err = fmt.Errorf("verify: %w", err)
+		}
+	}
+
+	var verdicts []scenarios.Verdict
+	summary := report.Summary{}
+	if res != nil {
+		verdicts = res.Verdicts
+		summary = report.Summarize(verdicts)
+		summary.Elapsed, summary.RunID, summary.Started = res.Elapsed, res.RunID, res.Started
+		if werr := printReport(ios, opts, verdicts, summary); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+	if opts.junit != "" {
+		jv := verdicts
+		if err != nil && len(jv) == 0 {
+			// No verdicts at all: still leave CI a report that says why.
+			jv = []scenarios.Verdict{{
+				Check:  scenarios.Check{Name: "verify", Kind: "environment"},
+				Status: scenarios.StatusError,
+				Detail: err.Error(),
+			}}
+		}
+		if werr := writeJUnit(opts.junit, jv, summary.Elapsed); werr != nil {
+			return errors.Join(err, werr)
+		}
+	}
+	if err != nil {
+		return err // environment: exit 3
+	}
+	if mm := res.Mismatch(); mm != nil {
+		return mm // exit 1
+	}
+	if summary.Errors > 0 {
+		return fmt.Errorf("verify: %d check(s) could not be judged (see the report)", summary.Errors)
+	}
+	return nil
+}
+
+func printReport(ios *ioStreams, opts *verifyOptions, verdicts []scenarios.Verdict, summary report.Summary) error {
+	if opts.json {
+		if err := report.JSON(ios.Out, verdicts, summary); err != nil {
+			return fmt.Errorf("print report: %w", err)
+		}
+		return nil
+	}
+	if err := report.Table(ios.Out, verdicts, report.TableOptions{Color: ios.StdoutTTY}); err != nil {
+		return fmt.Errorf("print report: %w", err)
+	}
+	return nil
+}
+
+// writeJUnit writes the report next to its final name and renames it into place, so a
+// CI system never reads half a file.
+func writeJUnit(path string, verdicts []scenarios.Verdict, elapsed time.Duration) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write junit %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	if err := report.JUnit(tmp, junitSuite, verdicts, elapsed); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write junit %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write junit %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write junit %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write junit %s: %w", path, err)
+	}
+	return nil
+}
+
+// loadScenarioFiles reads the config's scenario files (relative to the config's folder)
+// and then those from --scenarios (relative to the working directory). A file that is
+// missing or does not parse is a configuration error (exit 2).
+func loadScenarioFiles(cfg *config.Config, flagFiles []string) ([]scenarios.Probe, error) {
+	var probes []scenarios.Probe
+	load := func(path string, fromConfig int) error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			if fromConfig >= 0 {
+				return &config.Error{File: cfg.File, Field: fmt.Sprintf("scenarios.%d", fromConfig),
+					Msg: fmt.Sprintf("read scenario file: %v", err)}
+			}
+			return usageErrorf("--scenarios: %v", err)
+		}
+		ps, err := scenarios.ParseFile(path, data)
+		if err != nil {
+			return scenarioFileError(path, err)
+		}
+		probes = append(probes, ps...)
+		return nil
+	}
+	dir := filepath.Dir(cfg.File)
+	for i, f := range cfg.Scenarios {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(dir, f)
+		}
+		if err := load(f, i); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range flagFiles {
+		if err := load(f, -1); err != nil {
+			return nil, err
+		}
+	}
+	return probes, nil
+}
+
+// scenarioFileError turns scenario file errors into config errors (exit 2) that keep
+// their file, line and field.
+func scenarioFileError(path string, err error) error {
+	var fes scenarios.FileErrors
+	var fe *scenarios.FileError
+	switch {
+	case errors.As(err, &fes):
+		out := make(config.Errors, len(fes))
+		for i, e := range fes {
+			out[i] = &config.Error{File: e.File, Line: e.Line, Field: e.Field, Msg: e.Msg}
+		}
+		return out
+	case errors.As(err, &fe):
+		return &config.Error{File: fe.File, Line: fe.Line, Field: fe.Field, Msg: fe.Msg}
+	default:
+		return &config.Error{File: path, Msg: err.Error()}
+	}
+}
+
+// termWidth is stderr's width when it is a terminal, else 0 (the default).
+func termWidth(ios *ioStreams) int {
+	f, ok := ios.ErrOut.(*os.File)
+	if !ok || !ios.StderrTTY {
+		return 0
+	}
+	w, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return 0
+	}
+	return w
+}
