@@ -324,8 +324,8 @@ func TestVerifyReports(t *testing.T) {
 			junitCases: 1, junitErr: 1,
 		},
 		{
-			name: "errored checks without a mismatch",
-			fake: &fakeVerify{res: result(testVerdicts[0], scenarios.Verdict{Check: scenarios.Check{Name: "headerless", Kind: scenarios.KindHeaderless}, Status: scenarios.StatusError, Detail: "dial: refused"})},
+			name:       "errored checks without a mismatch",
+			fake:       &fakeVerify{res: result(testVerdicts[0], scenarios.Verdict{Check: scenarios.Check{Name: "headerless", Kind: scenarios.KindHeaderless}, Status: scenarios.StatusError, Detail: "dial: refused"})},
 			wantCode:   3,
 			wantStdout: regexp.MustCompile(`ERROR +headerless`),
 			wantStderr: regexp.MustCompile(`1 check\(s\) could not be judged`),
