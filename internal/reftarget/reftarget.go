@@ -338,8 +338,12 @@ func (o Options) validate() error {
 	return nil
 }
 
+// DefaultStartTimeout bounds Start when ctx has no deadline.
+const DefaultStartTimeout = 60 * time.Second
+
 // Start sets up and starts Dovecot, then Postfix, and returns once every
-// listener answers its banner. ctx bounds the whole start. On failure Start
+// listener answers its banner. ctx bounds the whole start (DefaultStartTimeout
+// if it has no deadline). On failure Start
 // stops whatever it started, removes what it wrote, and returns a *StartError
 // carrying the log tail.
 func Start(ctx context.Context, o Options) (*Target, error) {
@@ -366,6 +370,11 @@ func Start(ctx context.Context, o Options) (*Target, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Target{opts: o, log: log}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultStartTimeout)
+		defer cancel()
+	}
 	if err := t.start(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 		defer cancel()

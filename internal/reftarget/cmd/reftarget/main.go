@@ -14,8 +14,9 @@
 //
 // The target is torn down on every path, including SIGINT and SIGTERM (which
 // are passed on to the command). reftarget exits with the command's exit
-// code; 2 on bad usage; 3 if the target does not start (the reason and the
-// log tail go to stderr) or the command cannot be run.
+// code (128+N if it died of signal N); 2 on bad usage; 3 if the target does
+// not start (the reason and the log tail go to stderr) or the command cannot
+// be run; 128+N if signal N arrived while the target was starting.
 package main
 
 import (
@@ -42,7 +43,7 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stderr, reftarget.Options{}))
 }
 
 type usageError struct{ msg string }
@@ -113,7 +114,9 @@ func envName(address string) string {
 	return "REFTARGET_PASSWORD_" + b.String()
 }
 
-func run(args []string, stderr io.Writer) int {
+// run executes the command line; base supplies the target options the flags
+// do not set (tests use it to move the listeners).
+func run(args []string, stderr io.Writer, base reftarget.Options) int {
 	o, err := parseArgs(args, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -162,12 +165,9 @@ func run(args []string, stderr io.Writer) int {
 		case <-stopWatch:
 		}
 	}()
-	tgt, err := reftarget.Start(startCtx, reftarget.Options{
-		Domain:   domain,
-		Accounts: accts,
-		Mutation: o.mutation,
-		Logger:   slog.New(handler),
-	})
+	opts := base
+	opts.Domain, opts.Accounts, opts.Mutation, opts.Logger = domain, accts, o.mutation, slog.New(handler)
+	tgt, err := reftarget.Start(startCtx, opts)
 	close(stopWatch)
 	sig, interrupted := <-startSig
 	if err != nil {
@@ -175,6 +175,9 @@ func run(args []string, stderr io.Writer) int {
 		var se *reftarget.StartError
 		if errors.As(err, &se) && se.Maillog != "" {
 			fmt.Fprintf(stderr, "--- log tail ---\n%s", se.Maillog)
+		}
+		if interrupted {
+			return 128 + int(sig.(syscall.Signal))
 		}
 		return exitEnv
 	}
