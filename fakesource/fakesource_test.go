@@ -505,7 +505,10 @@ func TestAuth(t *testing.T) {
 			if len(msgs) != 1 || msgs[0].AuthUser != tt.wantUser {
 				t.Fatalf("messages %d, AuthUser %q; want 1, %q", len(msgs), msgs[0].AuthUser, tt.wantUser)
 			}
-			if dump := fmt.Sprintf("%+v", msgs[0]); strings.Contains(dump, "pa55") {
+			if string(msgs[0].FirstBytes) != "EHLO x\r\n" {
+				t.Errorf("FirstBytes = %q; want them cut before AUTH", msgs[0].FirstBytes)
+			}
+			if dump := fmt.Sprintf("%+v %s", msgs[0], msgs[0].FirstBytes); strings.Contains(dump, "pa55") {
 				t.Errorf("the recorded message contains the password: %s", dump)
 			}
 			if got := verbs(msgs[0].Replies); got[2] != "AUTH 334" && got[2] != "AUTH 235" {

@@ -37,7 +37,8 @@ type Message struct {
 	AuthUser string
 
 	// FirstBytes are the raw first bytes the client sent on the connection
-	// (up to 128), before any TLS.
+	// (up to 128), before any TLS; they stop before an AUTH command, so
+	// they never hold credentials.
 	FirstBytes []byte
 	// ProxyHeader reports that FirstBytes start with a PROXY v1 or v2 header:
 	// evidence that a PROXY header reached a server that does not expect one.
@@ -102,8 +103,8 @@ type ConnInfo struct {
 	RemoteAddr, LocalAddr string
 	// At is when the connection was accepted.
 	At time.Time
-	// FirstBytes are the raw first bytes the client sent (up to 128); they
-	// fill in as the client sends them.
+	// FirstBytes are the raw first bytes the client sent (up to 128, cut
+	// before an AUTH command); they fill in as the client sends them.
 	FirstBytes []byte
 	// ProxyHeader reports that FirstBytes start with a PROXY v1 or v2 header.
 	ProxyHeader bool

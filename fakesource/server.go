@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,6 +230,9 @@ func (s *Server) serve(ln net.Listener) error {
 	if s.started {
 		return fmt.Errorf("listen: %w", ErrStarted)
 	}
+	if s.closed {
+		return fmt.Errorf("listen: %w", ErrClosed)
+	}
 	s.started = true
 	s.defaults()
 	s.ln = ln
@@ -369,7 +373,10 @@ func (s *Server) handle(rc *recConn) {
 		log.Warn("connection to a forbidden sink")
 		if s.OnViolation != nil {
 			s.mu.Lock()
-			info := *s.violations.at(rc.violation)
+			info := ConnInfo{ID: rc.id, RemoteAddr: rc.RemoteAddr().String(), LocalAddr: rc.LocalAddr().String(), Forbidden: true}
+			if ci := s.violations.at(rc.violation); ci != nil {
+				info = *ci
+			}
 			s.mu.Unlock()
 			s.OnViolation(info)
 		}
@@ -523,6 +530,11 @@ func (c *recConn) Read(p []byte) (int, error) {
 		c.mu.Lock()
 		take := min(n, maxFirstBytes-len(c.first))
 		c.first = append(c.first, p[:take]...)
+		if i := authLine(c.first); i >= 0 {
+			// Never record credentials: stop before an AUTH command.
+			c.first = c.first[:i]
+			c.firstDone.Store(true)
+		}
 		c.proxy = isProxyHeader(c.first)
 		first := append([]byte(nil), c.first...)
 		proxy := c.proxy
@@ -533,6 +545,22 @@ func (c *recConn) Read(p []byte) (int, error) {
 		c.s.noteFirstBytes(c, first, proxy)
 	}
 	return n, err
+}
+
+// authLine returns the offset of the first line of b that starts with AUTH
+// (ignoring case), or -1.
+func authLine(b []byte) int {
+	for i := 0; i < len(b); {
+		if len(b)-i >= 4 && strings.EqualFold(string(b[i:i+4]), "AUTH") {
+			return i
+		}
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return -1
 }
 
 func (c *recConn) Write(p []byte) (int, error) {

@@ -194,7 +194,7 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	m = s.record(m)
-	log.Info("message received", "seq", m.Seq, "rcpts", len(m.Rcpts), "size", m.BodySize)
+	log.Debug("message received", "seq", m.Seq, "rcpts", len(m.Rcpts), "size", m.BodySize)
 	if s.OnMessage != nil {
 		s.OnMessage(m)
 	}
