@@ -10,9 +10,12 @@ package stalwart
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -83,7 +86,11 @@ func build(img string, opts []testcontainers.ContainerCustomizer) (testcontainer
 		}
 	}
 	if settings.adminPassword == "" {
-		settings.adminPassword = RandomPassword(32)
+		pw, err := GeneratePassword(32)
+		if err != nil {
+			return req, settings, nil, err
+		}
+		settings.adminPassword = pw
 	}
 	logs := NewLogTail(settings.logTailLines)
 
@@ -286,4 +293,304 @@ func (t *LogTail) String() string {
 		return ""
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// The registry objects Bootstrap writes besides those of apply.
+const (
+	objNetworkListener = "x:NetworkListener"
+	objTracer          = "x:Tracer"
+	objDNSResolver     = "x:DnsResolver"
+)
+
+// SubmissionListenerName is the listener Bootstrap creates on port 587.
+const SubmissionListenerName = "submission"
+
+// BootstrapConfig is what Bootstrap writes on a fresh headless Stalwart, before
+// apply brings it to the migration's configuration.
+type BootstrapConfig struct {
+	// Domains are created when missing; the first is SystemSettings.defaultDomainId.
+	Domains []string
+	// Hostname is SystemSettings.defaultHostname (the first SystemSettings write
+	// must carry it together with defaultDomainId), e.g. "mx.migrated.test".
+	Hostname string
+	// TrustedProxies, when not empty, replace SystemSettings.proxyTrustedNetworks.
+	TrustedProxies []netip.Prefix
+	// DNS, when set, makes the resolver Custom with this one UDP server (any port).
+	DNS netip.AddrPort
+	// Accounts are User accounts created with these passwords (or given them, when
+	// they exist), for local-delivery probes and authenticated submission.
+	Accounts []BootstrapAccount
+}
+
+// BootstrapAccount is one account Bootstrap creates.
+type BootstrapAccount struct {
+	// Address is name@domain; the domain must be one of BootstrapConfig.Domains.
+	Address string
+	// Password must be strong (Stalwart refuses weak ones); see GeneratePassword.
+	Password string
+}
+
+// Bootstrap configures a freshly started Stalwart through the management API, in
+// this order: the domains; the first SystemSettings write (defaultHostname,
+// defaultDomainId and proxyTrustedNetworks together); a submission listener on
+// port 587 when no listener binds it; a Stdout tracer when there is none (so the
+// container's output carries the server's log); the Custom DNS resolver; the
+// accounts; then ReloadSettings and InvalidateCaches. Each step reads first and
+// writes only what is missing or different, so a second Bootstrap writes nothing
+// new.
+//
+// Listeners and proxy trust take effect only after a restart, which this function
+// does not do: (*Container).Bootstrap does.
+func Bootstrap(ctx context.Context, cl *Client, cfg BootstrapConfig) error {
+	if len(cfg.Domains) == 0 {
+		return errors.New("bootstrap: no domains")
+	}
+	if cfg.Hostname == "" {
+		return errors.New("bootstrap: no hostname (SystemSettings.defaultHostname is required)")
+	}
+	domainIDs := map[string]string{}
+	for _, dom := range cfg.Domains {
+		dom = strings.ToLower(strings.TrimSuffix(dom, "."))
+		id, err := ensureDomain(ctx, cl, dom)
+		if err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		domainIDs[dom] = id
+	}
+	first := domainIDs[strings.ToLower(strings.TrimSuffix(cfg.Domains[0], "."))]
+	if err := ensureSystemSettings(ctx, cl, cfg.Hostname, first, cfg.TrustedProxies); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := ensureSubmissionListener(ctx, cl); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if err := ensureStdoutTracer(ctx, cl); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	if cfg.DNS.IsValid() {
+		if err := setResolver(ctx, cl, cfg.DNS); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	for _, a := range cfg.Accounts {
+		if err := ensureAccount(ctx, cl, a, domainIDs); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	for _, action := range []string{ActionReload, ActionInvalidate} {
+		if err := runAction(ctx, cl, action); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+// ManagementClient returns a client for the container's management API, logged in
+// as the recovery administrator. Ask for a new one after a restart: the published
+// port may have changed.
+func (c *Container) ManagementClient(ctx context.Context) (*Client, error) {
+	u, err := c.ManagementURL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	user, pass := c.AdminCredentials()
+	return &Client{URL: u, Credentials: BasicAuth(user, pass)}, nil
+}
+
+// Bootstrap runs Bootstrap against the container, adding the networks given with
+// WithTrustedProxy to cfg.TrustedProxies, and restarts the container so the
+// submission listener and the proxy trust take effect.
+func (c *Container) Bootstrap(ctx context.Context, cfg BootstrapConfig) error {
+	cl, err := c.ManagementClient(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	cfg.TrustedProxies = append(slices.Clone(cfg.TrustedProxies), c.settings.trustedProxies...)
+	if err := Bootstrap(ctx, cl, cfg); err != nil {
+		return err
+	}
+	if err := c.Restart(ctx); err != nil {
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	return nil
+}
+
+func ensureDomain(ctx context.Context, cl *Client, name string) (string, error) {
+	list, err := cl.QueryGet(ctx, ObjDomain, map[string]any{"name": name}, "id", "name")
+	if err != nil {
+		return "", fmt.Errorf("find domain %s: %w", name, err)
+	}
+	for _, raw := range list {
+		var d Domain
+		if json.Unmarshal(raw, &d) == nil && strings.EqualFold(d.Name, name) && d.ID != "" {
+			return d.ID, nil
+		}
+	}
+	req := SetRequest{Create: map[string]any{"d0": map[string]any{"name": name}}}
+	resp, err := cl.Set(ctx, ObjDomain, req)
+	if err != nil {
+		return "", fmt.Errorf("create domain %s: %w", name, err)
+	}
+	id, _ := resp.CreatedID("d0")
+	return id, nil
+}
+
+func ensureSystemSettings(ctx context.Context, cl *Client, hostname, domainID string, trusted []netip.Prefix) error {
+	g, err := cl.Get(ctx, ObjSystemSettings, []string{SingletonID}, "defaultHostname", "defaultDomainId", "proxyTrustedNetworks")
+	if err != nil {
+		return fmt.Errorf("read system settings: %w", err)
+	}
+	var cur SystemSettings
+	if len(g.List) == 1 {
+		_ = json.Unmarshal(g.List[0], &cur)
+	}
+	patch := map[string]any{}
+	if cur.DefaultHostname == "" || cur.DefaultDomainID == "" {
+		// The first write must carry both (api-notes §1.2f).
+		patch["defaultHostname"] = hostname
+		patch["defaultDomainId"] = domainID
+	}
+	if len(trusted) > 0 {
+		want := make([]string, len(trusted))
+		for i, p := range trusted {
+			want[i] = p.String()
+		}
+		if !slices.Equal(NormalizeNetworks(want), NormalizeNetworks(setKeys(cur.ProxyTrustedNetworks))) {
+			patch["proxyTrustedNetworks"] = SetOf(want...)
+		}
+	}
+	if len(patch) == 0 {
+		return nil
+	}
+	if _, err := cl.Set(ctx, ObjSystemSettings, SetRequest{Update: map[string]any{SingletonID: patch}}); err != nil {
+		return fmt.Errorf("write system settings: %w", err)
+	}
+	return nil
+}
+
+// listener is the part of an x:NetworkListener Bootstrap reads.
+type listener struct {
+	ID   string          `json:"id"`
+	Name string          `json:"name"`
+	Bind map[string]bool `json:"bind"`
+}
+
+func ensureSubmissionListener(ctx context.Context, cl *Client) error {
+	list, err := cl.QueryGet(ctx, objNetworkListener, nil, "id", "name", "bind")
+	if err != nil {
+		return fmt.Errorf("list listeners: %w", err)
+	}
+	for _, raw := range list {
+		var l listener
+		if json.Unmarshal(raw, &l) != nil {
+			continue
+		}
+		if l.Name == SubmissionListenerName {
+			return nil
+		}
+		for addr, on := range l.Bind {
+			if ap, err := netip.ParseAddrPort(addr); on && err == nil && ap.Port() == 587 {
+				return nil
+			}
+		}
+	}
+	req := SetRequest{Create: map[string]any{"l0": map[string]any{
+		"name":        SubmissionListenerName,
+		"bind":        SetOf("[::]:587"),
+		"protocol":    "smtp",
+		"tlsImplicit": false,
+	}}}
+	if _, err := cl.Set(ctx, objNetworkListener, req); err != nil {
+		return fmt.Errorf("create submission listener: %w", err)
+	}
+	return nil
+}
+
+func ensureStdoutTracer(ctx context.Context, cl *Client) error {
+	list, err := cl.QueryGet(ctx, objTracer, nil, "id", "@type")
+	if err != nil {
+		return fmt.Errorf("list tracers: %w", err)
+	}
+	for _, raw := range list {
+		var t struct {
+			Type string `json:"@type"`
+		}
+		if json.Unmarshal(raw, &t) == nil && t.Type == "Stdout" {
+			return nil
+		}
+	}
+	req := SetRequest{Create: map[string]any{"t0": map[string]any{
+		"@type":    "Stdout",
+		"enable":   true,
+		"level":    "info",
+		"ansi":     false,
+		"buffered": false,
+	}}}
+	if _, err := cl.Set(ctx, objTracer, req); err != nil {
+		return fmt.Errorf("create stdout tracer: %w", err)
+	}
+	return nil
+}
+
+func setResolver(ctx context.Context, cl *Client, dns netip.AddrPort) error {
+	patch := map[string]any{
+		"@type": "Custom",
+		"servers": ListOf(map[string]any{
+			"address":  dns.Addr().String(),
+			"port":     int(dns.Port()),
+			"protocol": "udp",
+		}),
+	}
+	if _, err := cl.Set(ctx, objDNSResolver, SetRequest{Update: map[string]any{SingletonID: patch}}); err != nil {
+		return fmt.Errorf("set dns resolver %s: %w", dns, err)
+	}
+	return nil
+}
+
+func ensureAccount(ctx context.Context, cl *Client, a BootstrapAccount, domainIDs map[string]string) error {
+	addr := strings.ToLower(a.Address)
+	local, dom, ok := strings.Cut(addr, "@")
+	domainID := domainIDs[dom]
+	if !ok || local == "" || domainID == "" {
+		return fmt.Errorf("account %s: not an address in one of the bootstrap domains", a.Address)
+	}
+	if a.Password == "" {
+		return fmt.Errorf("account %s: no password", a.Address)
+	}
+	creds := ListOf(map[string]any{"@type": "Password", "secret": a.Password})
+	list, err := cl.QueryGet(ctx, ObjAccount, map[string]any{"name": local}, "id", "@type", "name", "domainId", "emailAddress")
+	if err != nil {
+		return fmt.Errorf("find account %s: %w", a.Address, err)
+	}
+	for _, raw := range list {
+		var acc Account
+		if json.Unmarshal(raw, &acc) == nil && strings.EqualFold(acc.EmailAddress, addr) {
+			req := SetRequest{Update: map[string]any{acc.ID: map[string]any{"credentials": creds}}}
+			if _, err := cl.Set(ctx, ObjAccount, req); err != nil {
+				return fmt.Errorf("set password of account %s: %w", a.Address, err)
+			}
+			return nil
+		}
+	}
+	req := SetRequest{Create: map[string]any{"a0": map[string]any{
+		"@type":            accountVariantUser,
+		"name":             local,
+		"domainId":         domainID,
+		"credentials":      creds,
+		"roles":            map[string]any{"@type": "User"},
+		"permissions":      map[string]any{"@type": "Inherit"},
+		"encryptionAtRest": map[string]any{"@type": "Disabled"},
+	}}}
+	if _, err := cl.Set(ctx, ObjAccount, req); err != nil {
+		return fmt.Errorf("create account %s: %w", a.Address, err)
+	}
+	return nil
+}
+
+func runAction(ctx context.Context, cl *Client, action string) error {
+	req := SetRequest{Create: map[string]any{"x0": map[string]any{"@type": action}}}
+	if _, err := cl.Set(ctx, ObjAction, req); err != nil {
+		return fmt.Errorf("%s: %w", action, err)
+	}
+	return nil
 }

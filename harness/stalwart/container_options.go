@@ -1,7 +1,6 @@
 package stalwart
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -80,7 +79,7 @@ type Option func(*options) error
 func (o Option) Customize(*testcontainers.GenericContainerRequest) error { return nil }
 
 // WithAdmin sets the recovery administrator (STALWART_RECOVERY_ADMIN). Without it
-// Run uses DefaultAdminUser and a random 32-character password.
+// Run uses DefaultAdminUser and a random 32-character password (GeneratePassword).
 func WithAdmin(user, password string) Option {
 	return func(o *options) error {
 		switch {
@@ -188,26 +187,4 @@ func ParseTrustedNetwork(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q: the unspecified address is not a proxy", s)
 	}
 	return p, nil
-}
-
-// passwordAlphabet avoids characters a shell, a URL or "user:pass" would trip on.
-const passwordAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_"
-
-// RandomPassword returns n characters from crypto/rand, drawn without bias from an
-// alphabet of 58 letters, digits, '-' and '_'. 32 characters carry about 187 bits,
-// far above Stalwart's password-strength rule (which no 8-character password meets).
-func RandomPassword(n int) string {
-	b := make([]byte, n)
-	// rand.Text-style rejection sampling: bytes >= 232 (4*58) are redrawn.
-	const limit = 256 - 256%len(passwordAlphabet)
-	buf := make([]byte, 1)
-	for i := 0; i < n; {
-		_, _ = rand.Read(buf) // crypto/rand.Read never fails (Go 1.24+)
-		if int(buf[0]) >= limit {
-			continue
-		}
-		b[i] = passwordAlphabet[int(buf[0])%len(passwordAlphabet)]
-		i++
-	}
-	return string(b)
 }

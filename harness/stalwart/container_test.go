@@ -1,11 +1,18 @@
 package stalwart_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +22,7 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/splitcheck/splitcheck/harness/stalwart"
+	"github.com/splitcheck/splitcheck/harness/stalwart/stalwarttest"
 )
 
 // request builds the container request as Run would, without Docker.
@@ -236,23 +244,6 @@ func TestParseTrustedNetwork(t *testing.T) {
 	}
 }
 
-func TestRandomPassword(t *testing.T) {
-	seen := map[string]bool{}
-	for range 50 {
-		p := stalwart.RandomPassword(24)
-		if len(p) != 24 {
-			t.Fatalf("RandomPassword(24) has %d characters", len(p))
-		}
-		if strings.ContainsAny(p, ":/@ \t\"'$`\\") {
-			t.Errorf("RandomPassword(24) = %q contains a character that needs quoting", p)
-		}
-		if seen[p] {
-			t.Errorf("RandomPassword repeated %q", p)
-		}
-		seen[p] = true
-	}
-}
-
 func TestLogTail(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
@@ -281,5 +272,243 @@ func TestLogTail(t *testing.T) {
 	lt.Accept(testcontainers.Log{Content: []byte("x\ny\n")})
 	if got := lt.String(); got != "x\ny\n" {
 		t.Errorf("String() = %q; want %q", got, "x\ny\n")
+	}
+}
+
+// bootstrapConfig is a typical hermetic bootstrap.
+func bootstrapConfig() stalwart.BootstrapConfig {
+	return stalwart.BootstrapConfig{
+		Domains:        []string{"migrated.test", "Second.test"},
+		Hostname:       "mx.migrated.test",
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/32")},
+		DNS:            netip.MustParseAddrPort("172.18.0.1:40053"),
+		Accounts: []stalwart.BootstrapAccount{
+			{Address: "alice@migrated.test", Password: "Zq7-wM3n_Kp9xV2r-Lt6Yb4H"},
+		},
+	}
+}
+
+func fakeClient(srv *stalwarttest.Server) *stalwart.Client {
+	return &stalwart.Client{URL: srv.URL, Credentials: stalwart.BasicAuth(srv.AdminUser, srv.AdminPassword)}
+}
+
+// resolverShim sits in front of the fake and answers x:DnsResolver/set itself,
+// recording the arguments: the fake does not model switching the resolver
+// singleton from its default System variant to Custom with an update carrying
+// "@type" (api-notes §2.6 shows that request). Every other request goes to the fake.
+type resolverShim struct {
+	URL string
+
+	mu    sync.Mutex
+	calls []string // the arguments of each x:DnsResolver/set, as sent
+}
+
+func newResolverShim(t *testing.T, srv *stalwarttest.Server) *resolverShim {
+	t.Helper()
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	sh := &resolverShim{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req struct {
+			MethodCalls [][3]json.RawMessage `json:"methodCalls"`
+		}
+		if json.Unmarshal(body, &req) == nil && len(req.MethodCalls) == 1 && string(req.MethodCalls[0][0]) == `"x:DnsResolver/set"` {
+			sh.mu.Lock()
+			sh.calls = append(sh.calls, string(req.MethodCalls[0][1]))
+			sh.mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"methodResponses":[["x:DnsResolver/set",{"updated":{"singleton":null}},%s]],"sessionState":"s"}`, req.MethodCalls[0][2])
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	sh.URL = ts.URL
+	return sh
+}
+
+func (sh *resolverShim) client(srv *stalwarttest.Server) *stalwart.Client {
+	return &stalwart.Client{URL: sh.URL, Credentials: stalwart.BasicAuth(srv.AdminUser, srv.AdminPassword)}
+}
+
+func (sh *resolverShim) resolverCalls() []string {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return append([]string(nil), sh.calls...)
+}
+
+func TestBootstrapFreshServer(t *testing.T) {
+	srv := stalwarttest.NewServer()
+	t.Cleanup(srv.Close)
+	shim := newResolverShim(t, srv)
+
+	if err := stalwart.Bootstrap(t.Context(), shim.client(srv), bootstrapConfig()); err != nil {
+		t.Fatalf("Bootstrap: %v", err)
+	}
+	if v := srv.Violations(); len(v) > 0 {
+		t.Errorf("requests the real server would refuse: %q", v)
+	}
+
+	domID, _ := srv.Find("x:Domain", "name", "migrated.test")
+	if domID == "" {
+		t.Fatal("domain migrated.test was not created")
+	}
+	if id, _ := srv.Find("x:Domain", "name", "second.test"); id == "" {
+		t.Error("domain second.test was not created (lower-cased)")
+	}
+
+	sys, stored := srv.Singleton("x:SystemSettings")
+	if !stored {
+		t.Fatal("SystemSettings never written")
+	}
+	if sys["defaultHostname"] != "mx.migrated.test" || sys["defaultDomainId"] != domID {
+		t.Errorf("SystemSettings host/domain = %v/%v; want mx.migrated.test/%s", sys["defaultHostname"], sys["defaultDomainId"], domID)
+	}
+	if got := fmt.Sprint(sys["proxyTrustedNetworks"]); got != "map[172.18.0.2:true]" {
+		t.Errorf("proxyTrustedNetworks = %s; want exactly the proxy's address", got)
+	}
+
+	lid, l := srv.Find("x:NetworkListener", "name", "submission")
+	if lid == "" {
+		t.Fatal("no submission listener created")
+	}
+	if got := fmt.Sprint(l["bind"]); got != "map[[::]:587:true]" {
+		t.Errorf("submission listener bind = %s; want [::]:587", got)
+	}
+	if l["protocol"] != "smtp" || l["tlsImplicit"] != false {
+		t.Errorf("submission listener = %v; want smtp without implicit TLS", l)
+	}
+
+	if id, _ := srv.Find("x:Tracer", "@type", "Stdout"); id == "" {
+		t.Error("no Stdout tracer created")
+	}
+
+	wantDNS := `{"update":{"singleton":{"@type":"Custom","servers":{"0":{"address":"172.18.0.1","port":40053,"protocol":"udp"}}}}}`
+	if got := shim.resolverCalls(); len(got) != 1 || got[0] != wantDNS {
+		t.Errorf("x:DnsResolver/set calls = %q; want exactly %s", got, wantDNS)
+	}
+
+	aid, acc := srv.Find("x:Account", "emailAddress", "alice@migrated.test")
+	if aid == "" {
+		t.Fatal("account alice@migrated.test not created")
+	}
+	if acc["domainId"] != domID {
+		t.Errorf("account domainId = %v; want %s", acc["domainId"], domID)
+	}
+
+	if got, want := fmt.Sprint(srv.Actions()), "[ReloadSettings InvalidateCaches]"; got != want {
+		t.Errorf("actions = %s; want %s", got, want)
+	}
+}
+
+func TestBootstrapIsIdempotent(t *testing.T) {
+	srv := stalwarttest.NewServer()
+	t.Cleanup(srv.Close)
+	cl := newResolverShim(t, srv).client(srv)
+	if err := stalwart.Bootstrap(t.Context(), cl, bootstrapConfig()); err != nil {
+		t.Fatalf("first Bootstrap: %v", err)
+	}
+	before := srv.Dump()
+	counts := map[string]int{}
+	for _, o := range []string{"x:Domain", "x:NetworkListener", "x:Tracer", "x:Account"} {
+		counts[o] = srv.Count(o)
+	}
+	if err := stalwart.Bootstrap(t.Context(), cl, bootstrapConfig()); err != nil {
+		t.Fatalf("second Bootstrap: %v", err)
+	}
+	for o, n := range counts {
+		if got := srv.Count(o); got != n {
+			t.Errorf("%s count after a second Bootstrap = %d; want %d", o, got, n)
+		}
+	}
+	if after := srv.Dump(); after != before {
+		t.Errorf("second Bootstrap changed the registry:\nbefore %s\nafter  %s", before, after)
+	}
+	if v := srv.Violations(); len(v) > 0 {
+		t.Errorf("requests the real server would refuse: %q", v)
+	}
+}
+
+func TestBootstrapKeepsExistingListenerAndWizardSettings(t *testing.T) {
+	srv := stalwarttest.NewServer()
+	t.Cleanup(srv.Close)
+	domID, err := srv.SeedWizard("mail.already.test", "migrated.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Seed("x:NetworkListener", map[string]any{
+		"name": "submission-plain", "bind": map[string]any{"0.0.0.0:587": true}, "protocol": "smtp",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := bootstrapConfig()
+	cfg.Accounts = nil
+	if err := stalwart.Bootstrap(t.Context(), newResolverShim(t, srv).client(srv), cfg); err != nil {
+		t.Fatalf("Bootstrap: %v", err)
+	}
+	if n := srv.Count("x:NetworkListener"); n != 1 {
+		t.Errorf("listeners = %d; want 1 (the existing one on 587 is enough)", n)
+	}
+	sys, _ := srv.Singleton("x:SystemSettings")
+	if sys["defaultHostname"] != "mail.already.test" || sys["defaultDomainId"] != domID {
+		t.Errorf("SystemSettings = %v; want the wizard's hostname and domain kept", sys)
+	}
+}
+
+func TestBootstrapErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*stalwart.BootstrapConfig)
+		fault  *stalwarttest.Fault
+		want   string
+	}{
+		{name: "no domains", mutate: func(c *stalwart.BootstrapConfig) { c.Domains = nil }, want: "no domains"},
+		{name: "no hostname", mutate: func(c *stalwart.BootstrapConfig) { c.Hostname = "" }, want: "no hostname"},
+		{name: "account outside the domains", mutate: func(c *stalwart.BootstrapConfig) {
+			c.Accounts = []stalwart.BootstrapAccount{{Address: "eve@other.test", Password: "x"}}
+		}, want: "account eve@other.test"},
+		{name: "weak password", mutate: func(c *stalwart.BootstrapConfig) {
+			c.Accounts = []stalwart.BootstrapAccount{{Address: "bob@migrated.test", Password: "password"}}
+		}, want: "create account bob@migrated.test"},
+		{name: "resolver refused", fault: &stalwarttest.Fault{Kind: stalwarttest.FaultSetError, Method: "x:DnsResolver/set"},
+			want: "set dns resolver 172.18.0.1:40053"},
+		{name: "reload fails", fault: &stalwarttest.Fault{Kind: stalwarttest.FaultHTTP500, Method: "x:Action/set"},
+			want: "ReloadSettings"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := stalwarttest.NewServer()
+			t.Cleanup(srv.Close)
+			if tt.fault != nil {
+				srv.InjectFault(*tt.fault)
+			}
+			cfg := bootstrapConfig()
+			if tt.mutate != nil {
+				tt.mutate(&cfg)
+			}
+			cl := newResolverShim(t, srv).client(srv)
+			if tt.fault != nil && tt.fault.Method == "x:DnsResolver/set" {
+				cl = fakeClient(srv) // the fault is injected in the fake itself
+			}
+			err := stalwart.Bootstrap(t.Context(), cl, cfg)
+			if err == nil || !strings.HasPrefix(err.Error(), "bootstrap: ") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Bootstrap = %v; want \"bootstrap: ...%s...\"", err, tt.want)
+			}
+			if strings.Contains(fmt.Sprint(err), "Zq7-wM3n_Kp9xV2r-Lt6Yb4H") || strings.Contains(fmt.Sprint(err), srv.AdminPassword) {
+				t.Errorf("Bootstrap error carries a secret: %v", err)
+			}
+		})
 	}
 }
