@@ -18,7 +18,7 @@ var exprVariables = map[string]bool{
 	// session contexts
 	"remote_ip": true, "remote_port": true, "local_ip": true, "local_port": true, "listener": true,
 	"authenticated_as": true, "helo_domain": true, "is_tls": true, "asn": true, "country": true,
-	"protocol": true, "mx": true, "host": true,
+	"protocol": true,
 	// constants
 	"true": true, "false": true,
 }

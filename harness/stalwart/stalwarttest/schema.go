@@ -23,10 +23,10 @@ var schemaGz []byte
 
 // Schema is the parsed schema.json the fake validates every request against.
 type Schema struct {
-	Objects map[string]objectDesc            `json:"objects"`
-	Schemas map[string]schemaDesc            `json:"schemas"`
-	Fields  map[string]fieldsDesc            `json:"fields"`
-	Lists   map[string]listDesc              `json:"lists"`
+	Objects map[string]objectDesc              `json:"objects"`
+	Schemas map[string]schemaDesc              `json:"schemas"`
+	Fields  map[string]fieldsDesc              `json:"fields"`
+	Lists   map[string]listDesc                `json:"lists"`
 	Enums   map[string][]struct{ Name string } `json:"enums"`
 
 	enumSets map[string]map[string]bool
