@@ -75,9 +75,13 @@ func FuzzHeaderRoundTrip(f *testing.F) {
 			t.Errorf("destination = %v; want %v", got, wantDst)
 		}
 		if v2 {
+			want := tlvs[0]
+			if want.Type == proxyproto.PP2_TYPE_NOOP {
+				want.Value = nil // proxyproto drops the content of no-op padding
+			}
 			got, err := h.TLVs()
-			if err != nil || len(got) != 1 || got[0].Type != tlvs[0].Type || !bytes.Equal(got[0].Value, tlvs[0].Value) {
-				t.Errorf("TLVs = %v, %v; want %v", got, err, tlvs)
+			if err != nil || len(got) != 1 || got[0].Type != want.Type || !bytes.Equal(got[0].Value, want.Value) {
+				t.Errorf("TLVs = %v, %v; want [%v]", got, err, want)
 			}
 		}
 	})
