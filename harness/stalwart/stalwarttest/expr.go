@@ -45,7 +45,7 @@ func compileExpr(src string) error {
 		return err
 	}
 	if len(toks) == 0 {
-		return fmt.Errorf("empty expression")
+		return exprErr("empty expression")
 	}
 	// Arity and bare words.
 	type frame struct {
@@ -60,15 +60,15 @@ func compileExpr(src string) error {
 		case "ident":
 			if i+1 < len(toks) && toks[i+1].text == "(" {
 				if _, ok := exprFunctions[t.text]; !ok {
-					return fmt.Errorf("Unknown function %q", t.text)
+					return exprErr("Unknown function %q", t.text)
 				}
 				continue
 			}
 			if !exprVariables[t.text] {
-				return fmt.Errorf("Invalid variable or constant %q", t.text)
+				return exprErr("Invalid variable or constant %q", t.text)
 			}
 			if prevOperand {
-				return fmt.Errorf("Unexpected token %q", t.text)
+				return exprErr("Unexpected token %q", t.text)
 			}
 			prevOperand = true
 			if len(stack) > 0 {
@@ -76,7 +76,7 @@ func compileExpr(src string) error {
 			}
 		case "str", "num":
 			if prevOperand {
-				return fmt.Errorf("Unexpected token %q", t.text)
+				return exprErr("Unexpected token %q", t.text)
 			}
 			prevOperand = true
 			if len(stack) > 0 {
@@ -96,7 +96,7 @@ func compileExpr(src string) error {
 				prevOperand = false
 			case ")":
 				if len(stack) == 0 {
-					return fmt.Errorf("Unmatched ')'")
+					return exprErr("Unmatched ')'")
 				}
 				f := stack[len(stack)-1]
 				stack = stack[:len(stack)-1]
@@ -104,15 +104,15 @@ func compileExpr(src string) error {
 					f.args++
 				}
 				if want, ok := exprFunctions[f.fn]; ok && f.fn != "" && want >= 0 && f.args != want {
-					return fmt.Errorf("Function %q expects %d arguments, got %d", f.fn, want, f.args)
+					return exprErr("Function %q expects %d arguments, got %d", f.fn, want, f.args)
 				}
 				if f.fn == "" && !f.any {
-					return fmt.Errorf("Empty parentheses")
+					return exprErr("Empty parentheses")
 				}
 				prevOperand = true
 			case ",":
 				if len(stack) == 0 || stack[len(stack)-1].fn == "" {
-					return fmt.Errorf("Unexpected ','")
+					return exprErr("Unexpected ','")
 				}
 				stack[len(stack)-1].args++
 				stack[len(stack)-1].any = false
@@ -121,17 +121,17 @@ func compileExpr(src string) error {
 				prevOperand = false
 			default:
 				if !prevOperand {
-					return fmt.Errorf("Unexpected operator %q", t.text)
+					return exprErr("Unexpected operator %q", t.text)
 				}
 				prevOperand = false
 			}
 		}
 	}
 	if len(stack) > 0 {
-		return fmt.Errorf("Unmatched '('")
+		return exprErr("Unmatched '('")
 	}
 	if !prevOperand {
-		return fmt.Errorf("Expression ends with an operator")
+		return exprErr("Expression ends with an operator")
 	}
 	return nil
 }
@@ -152,7 +152,7 @@ func tokenizeExpr(src string) ([]exprToken, error) {
 				j++
 			}
 			if j >= len(src) {
-				return nil, fmt.Errorf("Unterminated string")
+				return nil, exprErr("Unterminated string")
 			}
 			toks = append(toks, exprToken{"str", src[i : j+1]})
 			i = j + 1
@@ -179,7 +179,7 @@ func tokenizeExpr(src string) ([]exprToken, error) {
 				}
 			}
 			if op == "" {
-				return nil, fmt.Errorf("Invalid character %q", c)
+				return nil, exprErr("Invalid character %q", c)
 			}
 			toks = append(toks, exprToken{"op", op})
 			i += len(op)
@@ -190,4 +190,13 @@ func tokenizeExpr(src string) ([]exprToken, error) {
 
 func isIdentByte(c byte) bool {
 	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
+// exprError carries the compiler's message as Stalwart words it (capitalised).
+type exprError struct{ msg string }
+
+func (e *exprError) Error() string { return e.msg }
+
+func exprErr(format string, args ...any) error {
+	return &exprError{fmt.Sprintf(format, args...)}
 }

@@ -195,9 +195,7 @@ func (s *Server) dispatch(p principal, using []string, name string, args map[str
 	case "set":
 		res, merr := s.st.set(object, od.Type == "singleton", args, setFault)
 		if merr == nil {
-			for _, a := range s.st.lastActions {
-				s.actions = append(s.actions, a)
-			}
+			s.actions = append(s.actions, s.st.lastActions...)
 			s.st.lastActions = nil
 			for _, v := range s.st.lastViolations {
 				s.violate("%s: %s", name, v)
