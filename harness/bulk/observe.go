@@ -52,17 +52,17 @@ func (h *txnHeap) Pop() any {
 // One scheduler goroutine and ObserveWorkers check goroutines run from start
 // until finish; finish waits for them.
 type observer struct {
-	e                        *engine
-	absence, delivery, poll  time.Duration
-	mu                       sync.Mutex
-	h                        txnHeap
-	busy                     int  // transactions being checked
-	closed                   bool // no more transactions will be added
-	aborted                  error
-	wake                     chan struct{}
-	checks                   chan *txn
-	wg                       sync.WaitGroup
-	sinks                    []sinkRef
+	e                       *engine
+	absence, delivery, poll time.Duration
+	mu                      sync.Mutex
+	h                       txnHeap
+	busy                    int  // transactions being checked
+	closed                  bool // no more transactions will be added
+	aborted                 error
+	wake                    chan struct{}
+	checks                  chan *txn
+	wg                      sync.WaitGroup
+	sinks                   []sinkRef
 }
 
 type sinkRef struct {

@@ -403,4 +403,3 @@ func xmlAttr(s string) string {
 	}
 	return strings.ReplaceAll(b.String(), `"`, "&#34;")
 }
-
