@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,8 +53,9 @@ client address the PROXY header announced, that a headerless connection on the P
 listener is refused, and that headerless mail on the plain listener still works.
 
 The report goes to stdout: a table, or one JSON object per check and a summary with
---json. Progress and logs go to stderr. --junit FILE also writes JUnit XML, even when
-checks fail.
+--json. Progress (a live line on a terminal, a line per judged check otherwise) and
+logs go to stderr; verify logs only warnings unless --log-level is given. --junit FILE
+also writes JUnit XML, even when checks fail.
 
 Scenario files add probes to the built-in matrix (or replace it with --replace-builtin):
 those listed under "scenarios:" in the config (relative to the config's folder) and
@@ -111,6 +113,12 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 	// Logs go through the progress writer so they never overwrite the live line.
 	logIO := *ios
 	logIO.ErrOut = progress
+	if f := cmd.Flags().Lookup("log-level"); f != nil && !f.Changed {
+		// The report and the progress say what info logs would; ask for them by name.
+		if err := f.Value.Set("warn"); err != nil {
+			return err
+		}
+	}
 	logger, err := newLogger(cmd, &logIO)
 	if err != nil {
 		return err
@@ -133,6 +141,9 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 	progress.Clear()
 	if err != nil {
 		switch {
+		case errors.Is(err, harness.ErrConfig):
+			// The probes contradict each other or the plan: the config's fault (exit 2).
+			return &config.Error{File: cfg.File, Msg: strings.TrimPrefix(err.Error(), harness.ErrConfig.Error()+": ")}
 		case parent.Err() != nil:
 			err = fmt.Errorf("verify: interrupted: %w", err)
 		case errors.Is(ctx.Err(), context.DeadlineExceeded):
@@ -169,13 +180,12 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 	if err != nil {
 		return err // environment: exit 3
 	}
-	if mm := res.Mismatch(); mm != nil {
-		return mm // exit 1
-	}
-	if summary.Errors > 0 {
+	if summary.Failed == 0 && summary.Errors > 0 {
+		// Nothing was seen going to the wrong place, but some checks could not be
+		// judged: the environment, not the routing, is broken (exit 3).
 		return fmt.Errorf("verify: %d check(s) could not be judged (see the report)", summary.Errors)
 	}
-	return nil
+	return res.Mismatch() // nil, or exit 1
 }
 
 func printReport(ios *ioStreams, opts *verifyOptions, verdicts []scenarios.Verdict, summary report.Summary) error {

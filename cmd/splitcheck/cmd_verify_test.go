@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -235,7 +236,8 @@ type fakeVerify struct {
 func (f *fakeVerify) verify(ctx context.Context, cfg *config.Config, opts harness.VerifyOptions) (*harness.Result, error) {
 	f.called, f.cfg, f.opts = true, cfg, opts
 	if opts.Progress != nil {
-		opts.Progress(harness.ProgressEvent{Check: "route/unmigrated/bob@example.org", Stage: "wait delivery", Total: 2})
+		opts.Progress(harness.ProgressEvent{Check: "route/unmigrated/bob@example.org", Stage: harness.StageWaiting, Total: 2})
+		opts.Progress(harness.ProgressEvent{Check: "route/unmigrated/bob@example.org", Stage: harness.StageJudged, Status: scenarios.StatusPass, Done: 1, Total: 2})
 	}
 	if opts.Logger != nil {
 		opts.Logger.Info("fake verify running", "checks", 2)
@@ -256,8 +258,14 @@ type cmdRun struct {
 // and exit-code mapping.
 func runVerifyCmd(t *testing.T, fake *fakeVerify, args ...string) cmdRun {
 	t.Helper()
+	return runVerifyCmdTTY(t, false, fake, args...)
+}
+
+// runVerifyCmdTTY is runVerifyCmd with stdout and stderr claiming to be terminals.
+func runVerifyCmdTTY(t *testing.T, tty bool, fake *fakeVerify, args ...string) cmdRun {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	ios := &ioStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+	ios := &ioStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, StdoutTTY: tty, StderrTTY: tty}
 	root := newRootCmd(ios)
 	for _, c := range root.Commands() {
 		if c.Name() == "verify" {
@@ -303,7 +311,7 @@ func TestVerifyReports(t *testing.T) {
 		{
 			name: "pass and skip", fake: &fakeVerify{res: result(testVerdicts...)}, wantCode: 0,
 			wantStdout: regexp.MustCompile(`(?s)PASS +route/unmigrated/bob@example\.org.*SKIP +plain.*\n1 passed, 0 failed, 1 skipped, 0 errors\n$`),
-			wantStderr: regexp.MustCompile(`\[0/2\] wait delivery: route/unmigrated/bob@example\.org\n(?s).*fake verify running`),
+			wantStderr: regexp.MustCompile(`^\[1/2\] PASS route/unmigrated/bob@example\.org\n$`),
 			junitCases: 2,
 		},
 		{
@@ -403,6 +411,41 @@ func TestVerifyPassesOptions(t *testing.T) {
 	}
 }
 
+func TestVerifyTerminal(t *testing.T) {
+	cfgPath := writeConfig(t, testConfig)
+	r := runVerifyCmdTTY(t, true, &fakeVerify{res: result(testVerdicts...)}, "verify", "--config", cfgPath)
+	if r.code != 0 {
+		t.Fatalf("exit code = %d; want 0\n%s", r.code, r.stderr)
+	}
+	if want := "\x1b[32mPASS\x1b[0m"; !strings.Contains(r.stdout, want) {
+		t.Errorf("stdout on a terminal = %q; want the coloured %q", r.stdout, want)
+	}
+	// The live line is drawn, redrawn, and erased before the report.
+	if want := "\r\x1b[K[0/2] waiting: route/unmigrated/bob@example.org\r\x1b[K[1/2] PASS route/unmigrated/bob@example.org\r\x1b[K"; r.stderr != want {
+		t.Errorf("stderr on a terminal = %q; want %q", r.stderr, want)
+	}
+}
+
+func TestVerifyLogLevel(t *testing.T) {
+	cfgPath := writeConfig(t, testConfig)
+	for _, tt := range []struct {
+		name string
+		args []string
+		want bool // the fake's info record shows
+	}{
+		{"default is warn", nil, false},
+		{"asked for info", []string{"--log-level", "info"}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(slices.Clone(tt.args), "verify", "--config", cfgPath)
+			r := runVerifyCmd(t, &fakeVerify{res: result(testVerdicts...)}, args...)
+			if got := strings.Contains(r.stderr, "fake verify running"); got != tt.want {
+				t.Errorf("info record in stderr = %v; want %v\n%s", got, tt.want, r.stderr)
+			}
+		})
+	}
+}
+
 func TestVerifyTimeout(t *testing.T) {
 	cfgPath := writeConfig(t, testConfig)
 	r := runVerifyCmd(t, &fakeVerify{block: true}, "verify", "--config", cfgPath, "--timeout", "50ms")
@@ -455,5 +498,17 @@ func TestVerifyUsageAndConfigErrors(t *testing.T) {
 				t.Errorf("verify ran despite the error")
 			}
 		})
+	}
+}
+
+func TestVerifyHarnessConfigError(t *testing.T) {
+	cfgPath := writeConfig(t, testConfig)
+	fake := &fakeVerify{err: fmt.Errorf("%w: check \"route/extra\" is produced twice", harness.ErrConfig)}
+	r := runVerifyCmd(t, fake, "verify", "--config", cfgPath)
+	if r.code != 2 {
+		t.Errorf("exit code = %d; want 2", r.code)
+	}
+	if want := cfgPath + `: check "route/extra" is produced twice`; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr = %q; want %q", r.stderr, want)
 	}
 }

@@ -73,10 +73,11 @@ func ExampleJUnit() {
 }
 
 func ExampleProgress() {
-	p := &report.Progress{W: os.Stdout} // not a terminal: one line per step
-	p.Update(report.Step{Check: "route/local/alice@example.org", Stage: "wait delivery", Done: 0, Total: 3})
-	p.Update(report.Step{Check: "route/local/alice@example.org", Status: scenarios.StatusPass, Done: 1, Total: 3})
+	p := &report.Progress{W: os.Stdout} // not a terminal: one line per judged check
+	p.Update(report.Step{Check: "route/local/alice@example.org", Stage: "waiting", Done: 0, Total: 3})
+	p.Update(report.Step{Check: "route/local/alice@example.org", Stage: "judged", Status: scenarios.StatusPass, Done: 1, Total: 3})
+	p.Update(report.Step{Check: "route/unmigrated/bob@example.org", Stage: "judged", Status: scenarios.StatusFail, Done: 2, Total: 3})
 	// Output:
-	// [0/3] wait delivery: route/local/alice@example.org
 	// [1/3] PASS route/local/alice@example.org
+	// [2/3] FAIL route/unmigrated/bob@example.org
 }

@@ -21,9 +21,10 @@ type Step struct {
 }
 
 // Progress reports a run's progress on stderr. On a terminal it keeps one live line,
-// rewritten in place ("[3/20] wait delivery: route/local/alice@example.org"); elsewhere
-// it writes one plain line per step, so CI logs show what a slow run was waiting for.
-// Its methods may be called from several goroutines. It starts no goroutines.
+// rewritten in place with every step ("[3/20] waiting: route/local/alice@example.org");
+// elsewhere it writes one plain line per judged check ("[4/20] PASS route/..."), so a CI
+// log shows how far a slow run got without a line for every stage. Its methods may be
+// called from several goroutines. It starts no goroutines.
 type Progress struct {
 	// W receives the progress (usually stderr).
 	W io.Writer
@@ -43,7 +44,9 @@ func (p *Progress) Update(s Step) {
 	defer p.mu.Unlock()
 	line := stepLine(s)
 	if !p.TTY {
-		fmt.Fprintln(p.W, line)
+		if s.Status != "" {
+			fmt.Fprintln(p.W, line)
+		}
 		return
 	}
 	width := p.Width
