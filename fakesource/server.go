@@ -19,6 +19,7 @@
 package fakesource
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/pires/go-proxyproto"
 )
 
 // Defaults for zero Server fields.
@@ -93,6 +95,16 @@ type Server struct {
 	// ForbidConnections makes this a sink that must not be connected to:
 	// every connection is recorded as a violation and answered with 554.
 	ForbidConnections bool
+	// AcceptProxy makes the server expect a PROXY protocol v1 or v2 header
+	// at the start of every connection, as a mail server behind a load
+	// balancer does. The header is parsed with go-proxyproto before the
+	// banner, and the source address it announces becomes the RemoteAddr
+	// recorded for the connection and its messages (a v2 LOCAL or v1
+	// UNKNOWN header keeps the real one). FirstBytes still hold the header
+	// and ProxyHeader is still true. A connection that sends anything else,
+	// or nothing within ReadTimeout, is closed without a banner; its
+	// ConnInfo keeps the bytes it sent. ForbidConnections overrides it.
+	AcceptProxy bool
 
 	// MailErr, when it returns an error, refuses MAIL FROM with it; return an
 	// *smtp.SMTPError to choose the reply.
@@ -368,6 +380,12 @@ func (s *Server) handle(rc *recConn) {
 		s.mu.Unlock()
 	}()
 	defer rc.Close()
+	if s.AcceptProxy && !s.ForbidConnections {
+		if err := s.readProxyHeader(rc); err != nil {
+			s.log.Info("connection closed: no valid PROXY header", "conn_id", rc.id, "remote", rc.RemoteAddr().String(), "err", err)
+			return
+		}
+	}
 	log := s.log.With("conn_id", rc.id, "remote", rc.RemoteAddr().String())
 	if s.ForbidConnections {
 		log.Warn("connection to a forbidden sink")
@@ -412,6 +430,40 @@ func (s *Server) handle(rc *recConn) {
 	// connection goroutine to finish.
 	_ = srv.Shutdown(context.Background())
 	log.Debug("connection closed")
+}
+
+// maxProxyHeaderBuf is the read buffer for a PROXY header; go-proxyproto
+// reads past it as needed (a v2 header with TLVs can be longer).
+const maxProxyHeaderBuf = 512
+
+// readProxyHeader reads the PROXY header at the start of rc (bounded by
+// ReadTimeout), keeps any bytes read past it for go-smtp, and makes the
+// announced source address rc's RemoteAddr.
+func (s *Server) readProxyHeader(rc *recConn) error {
+	if err := rc.SetReadDeadline(time.Now().Add(s.ReadTimeout)); err != nil {
+		return fmt.Errorf("read PROXY header: %w", err)
+	}
+	br := bufio.NewReaderSize(rc, maxProxyHeaderBuf)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return fmt.Errorf("read PROXY header: %w", err)
+	}
+	if err := rc.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("read PROXY header: %w", err)
+	}
+	if n := br.Buffered(); n > 0 {
+		rest, _ := br.Peek(n)
+		rc.pre = append([]byte(nil), rest...)
+	}
+	if src, ok := h.SourceAddr.(*net.TCPAddr); ok && h.Command.IsProxy() {
+		rc.remote = src
+		s.mu.Lock()
+		if ci := s.conns.at(rc.id); ci != nil {
+			ci.RemoteAddr = src.String()
+		}
+		s.mu.Unlock()
+	}
+	return nil
 }
 
 // refuse answers a connection in ForbidConnections mode: 554, then 503 to
@@ -514,6 +566,12 @@ type recConn struct {
 	writes    atomic.Uint64 // raw writes so far
 	firstDone atomic.Bool
 
+	// pre holds bytes read past a PROXY header, served before the socket's;
+	// remote is the address the header announced. Both are set before
+	// go-smtp starts and only read (pre consumed) by its goroutine after.
+	pre    []byte
+	remote net.Addr
+
 	mu         sync.Mutex
 	first      []byte
 	proxy      bool
@@ -525,6 +583,11 @@ type recConn struct {
 }
 
 func (c *recConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.firstDone.Load() {
 		c.mu.Lock()
@@ -561,6 +624,14 @@ func authLine(b []byte) int {
 		i += j + 1
 	}
 	return -1
+}
+
+// RemoteAddr is the address a PROXY header announced, else the peer's.
+func (c *recConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func (c *recConn) Write(p []byte) (int, error) {
