@@ -62,6 +62,8 @@ Exit codes: 0 all checks passed, 1 a routing mismatch, 2 bad usage or configurat
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().String("log-format", "text", "log format on stderr: text or json")
 	root.AddCommand(
+		newVerifyCmd(ios),
+		newBulkCmd(ios),
 		newFakesourceCmd(ios),
 		newProxyCmd(ios),
 	)
