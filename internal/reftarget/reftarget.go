@@ -14,8 +14,16 @@
 // fake DNS): the caller does. A Mutation breaks the configuration on purpose so
 // that a harness can prove it notices.
 //
-// Only one Target with a given set of listen addresses can run at a time, and
-// Start needs root. Tests that start targets must run them one after another.
+// Start needs root (see Available). Only one Target with a given set of listen
+// addresses can run at a time: Start fails with ErrAddressInUse naming the
+// taken address. Tests that start targets on the same addresses must run them
+// one after another; packages whose tests run in parallel (go test ./...) should
+// each use their own loopback block (this package's tests use 127.0.2.x, the
+// reftarget command's 127.0.3.x).
+//
+// Postfix's master runs as "master -w" with the configuration directory only
+// in its environment (MAIL_CONFIG), so "pgrep -f DIR" does not find it; use
+// InstanceProcesses to list an instance's processes.
 package reftarget
 
 import (
@@ -121,9 +129,10 @@ const (
 	DefaultNameserver       = "127.0.0.53"
 )
 
-// Packages lists the Debian packages the target relies on. ssl-cert is
-// optional: without its snakeoil certificate Start generates one.
-var Packages = []string{"postfix", "dovecot-imapd", "dovecot-lmtpd", "ssl-cert"}
+// AptPackages are the Debian packages the target relies on (dovecot-core
+// comes with dovecot-imapd). ssl-cert is optional: without its snakeoil
+// certificate Start generates a self-signed one into Dir.
+const AptPackages = "postfix dovecot-imapd dovecot-lmtpd ssl-cert"
 
 // Sentinel errors.
 var (
@@ -193,32 +202,42 @@ var requirements = []requirement{
 // wrapping ErrUnavailable that names exactly what is missing and the apt
 // package that provides it.
 func Available() error {
+	return available(os.Geteuid(), requirements, present)
+}
+
+// present checks one requirement on this machine.
+func present(r requirement) error {
+	switch r.kind {
+	case "user":
+		_, err := user.Lookup(r.name)
+		return err
+	case "group":
+		_, err := user.LookupGroup(r.name)
+		return err
+	default:
+		_, err := os.Stat(r.name)
+		return err
+	}
+}
+
+func available(uid int, reqs []requirement, check func(requirement) error) error {
 	var missing []string
-	if uid := os.Geteuid(); uid != 0 {
+	if uid != 0 {
 		missing = append(missing, fmt.Sprintf("root privileges (running as uid %d)", uid))
 	}
-	pkgs := map[string]bool{}
-	for _, r := range requirements {
-		var err error
-		switch r.kind {
-		case "file":
-			_, err = os.Stat(r.name)
-		case "user":
-			_, err = user.Lookup(r.name)
-		case "group":
-			_, err = user.LookupGroup(r.name)
-		}
-		if err != nil {
+	pkgs := false
+	for _, r := range reqs {
+		if err := check(r); err != nil {
 			missing = append(missing, fmt.Sprintf("%s %s (apt package %s)", r.kind, r.name, r.pkg))
-			pkgs[r.pkg] = true
+			pkgs = true
 		}
 	}
 	if len(missing) == 0 {
 		return nil
 	}
 	msg := strings.Join(missing, "; ")
-	if len(pkgs) > 0 {
-		msg += "; install with: apt-get install -y --no-install-recommends " + strings.Join(Packages, " ")
+	if pkgs {
+		msg += "; install with: apt-get install -y --no-install-recommends " + AptPackages
 	}
 	return fmt.Errorf("%w: missing %s", ErrUnavailable, msg)
 }
