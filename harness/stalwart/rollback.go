@@ -40,7 +40,7 @@ func (c *Client) Rollback(ctx context.Context, snap *Snapshot, opts RollbackOpti
 	if err != nil {
 		return nil, redactErr(fmt.Errorf("rollback: %w", err), secrets)
 	}
-	steps, kept := restoreSteps(snap, st)
+	steps, kept := restoreSteps(snap, st, false)
 	res := &RollbackResult{Kept: kept}
 	for _, s := range steps {
 		res.Changes = append(res.Changes, s.changes...)
@@ -69,7 +69,7 @@ func (c *Client) restore(ctx context.Context, snap *Snapshot) (*RollbackResult, 
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	steps, kept := restoreSteps(snap, st)
+	steps, kept := restoreSteps(snap, st, true)
 	done, kept2, err := c.runRestore(ctx, steps)
 	return &RollbackResult{Changes: done, Kept: append(kept, kept2...)}, err
 }
@@ -109,30 +109,41 @@ func (s *Snapshot) desired() Desired {
 	return d
 }
 
-// createdAfter reports whether an object's createdAt is at or after the
-// snapshot (whole seconds, as the server stores it).
+// createdAfter reports whether an object's createdAt is surely after the
+// snapshot. The server stores whole seconds, so an object created in the same
+// second as the snapshot is not surely after it.
 func createdAfter(createdAt string, taken time.Time) bool {
 	t, err := time.Parse(time.RFC3339, createdAt)
 	if err != nil {
 		return false
 	}
-	return !t.Before(taken.Truncate(time.Second))
+	return t.After(taken.Truncate(time.Second))
 }
 
 // restoreSteps computes rollback's steps in the order finalize.md gives: route
 // expression, relay route, test accounts, allowRelaying, proxy trust, created
 // domains; then ReloadSettings and InvalidateCaches.
-func restoreSteps(snap *Snapshot, st *State) ([]*step, []string) {
+//
+// An object the snapshot says apply creates is destroyed when its id is the one
+// recorded. When no id was recorded (the reply to the create was lost), it is
+// destroyed only if inApply (restoring moments after apply read the state and
+// found no such object) or if its createdAt is surely after the snapshot;
+// otherwise it is kept and reported.
+func restoreSteps(snap *Snapshot, st *State, inApply bool) ([]*step, []string) {
 	var steps []*step
 	var kept []string
 	owned := func(what, recordedID, liveID, createdAt string) bool {
-		if recordedID != "" {
-			return recordedID == liveID
-		}
-		if createdAfter(createdAt, snap.TakenAt) {
+		switch {
+		case recordedID != "" && recordedID == liveID:
+			return true
+		case recordedID != "":
+			kept = append(kept, fmt.Sprintf("kept %s (id %s): apply created id %s, not this one", what, liveID, recordedID))
+			return false
+		case inApply || createdAfter(createdAt, snap.TakenAt):
 			return true
 		}
-		kept = append(kept, fmt.Sprintf("kept %s (id %s): not recorded as created by apply, and created before the snapshot", what, liveID))
+		kept = append(kept, fmt.Sprintf("kept %s (id %s): apply did not record creating it and it may be older than the snapshot; "+
+			"delete it by hand if apply made it", what, liveID))
 		return false
 	}
 
