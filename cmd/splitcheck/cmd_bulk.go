@@ -28,6 +28,7 @@ type bulkOptions struct {
 	onMalformed string
 	concurrency int
 	batchSize   int
+	plain       bool
 	json        bool
 	junit       string
 	timeout     time.Duration
@@ -90,6 +91,7 @@ could not be judged, such as rate limits that never ended).`,
 	f.StringVar(&opts.onMalformed, "on-malformed", "", "a malformed row: stop (exit 2) or continue (default: bulk.on_malformed, else stop)")
 	f.IntVar(&opts.concurrency, "concurrency", 0, "SMTP connections at once (default: bulk.concurrency, else 4)")
 	f.IntVar(&opts.batchSize, "batch-size", 0, "most recipients per transaction (default: bulk.batch_size, else 100)")
+	f.BoolVar(&opts.plain, "plain", false, "send port-25 probes to target.plain_smtp without a PROXY header")
 	f.BoolVar(&opts.json, "json", false, "print one JSON object per recipient and a summary object instead of the report")
 	f.StringVar(&opts.junit, "junit", "", "also write a JUnit XML report to `FILE`")
 	f.DurationVar(&opts.timeout, "timeout", 0, "bound the whole run (default: the config's timeouts.run)")
@@ -227,7 +229,10 @@ func runBulk(cmd *cobra.Command, ios *ioStreams, opts *bulkOptions) error {
 		defer junit.Abort() // no-op after Close
 	}
 
-	r := &bulk.Runner{Config: cfg, Shard: shard}
+	if opts.plain && cfg.Target.PlainSMTP == "" {
+		return &config.Error{File: cfg.File, Field: "target.plain_smtp", Msg: "required by --plain"}
+	}
+	r := &bulk.Runner{Config: cfg, Shard: shard, Plain: opts.plain}
 	if in.regular {
 		total, domains, bad, err := in.scan(shard)
 		if err != nil {

@@ -83,6 +83,10 @@ type Runner struct {
 	MXDomains []string
 	// Shard keeps one part of the list; the zero value keeps all of it.
 	Shard Shard
+	// Plain sends the port-25 probes to Config.Target.PlainSMTP, from
+	// Config.Probe.PlainSource, without a PROXY header: for a target whose
+	// port 25 does not speak PROXY, or to measure what the header costs.
+	Plain bool
 	// RunID tags every probe of the run; default a random one.
 	RunID string
 	// Total is the number of rows expected in the shard, for Progress's
@@ -370,6 +374,13 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 	ep, err := e.proxyEndpoint()
 	if err != nil {
 		return fail(err)
+	}
+	if r.Plain {
+		if cfg.Target.PlainSMTP == "" {
+			return fail(errors.New("bulk: plain probes need target.plain_smtp"))
+		}
+		ep = &endpoint{Addr: cfg.Target.PlainSMTP, LocalAddr: cfg.Probe.PlainSource, TLS: "none", Helo: e.helo,
+			Timeout: cfg.Timeouts.Connect}
 	}
 	e.proxyEP = ep
 	if cfg.Target.Submission != "" && cfg.Submitter.Password.IsSet() {

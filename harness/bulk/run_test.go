@@ -405,3 +405,27 @@ func TestRunShardsPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestRunPlain sends to the plain listener, with no PROXY header.
+func TestRunPlain(t *testing.T) {
+	tg := startTarget(t, accounts, targetOpts{})
+	cfg := tg.config(accounts)
+	cfg.Target.PlainSMTP = tg.mta.Addr // the MTA itself: a PROXY header would be a bad command
+	r := tg.runner(cfg)
+	r.Plain = true
+	res, _, err := collect(t, r, NewCSV(listOf(mixedList(5)...), "list.csv", nil))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Summary.Failed+res.Summary.Errors != 0 || res.Summary.Passed != 13 {
+		t.Errorf("summary %s; want 13 passed", res.Summary)
+	}
+	if tg.maxRcptPerRead.Load() != 0 {
+		t.Errorf("the PROXY front saw traffic; want none with Plain")
+	}
+	for _, c := range tg.mta.Connections() {
+		if c.ProxyHeader {
+			t.Errorf("connection %d began with a PROXY header; want none", c.ID)
+		}
+	}
+}
