@@ -31,7 +31,7 @@ func ExampleMatrix() {
 	// route/plus/alice+splitcheck@example.org  proxy      local
 	// route/case/ALICE@EXAMPLE.ORG             proxy      local
 	// headerless                               headerless reject
-	// plain/alice@example.org                  plain      local
+	// plain                                    plain      local
 }
 
 func ExampleJudge() {

@@ -71,8 +71,8 @@ func (p Plan) migrated(rcpt string) bool {
 //     recipient;
 //   - the first local account plus-addressed (alice+splitcheck@) and upper-cased, both local;
 //   - a headerless connection on the PROXY listener (refused);
-//   - headerless mail to the first local account on the plain listener (local), skipped
-//     when the plan has no plain listener or no local account.
+//   - headerless mail to the first local account on the plain listener (local, the check
+//     "plain"), skipped when the plan has no plain listener or no local account.
 //
 // Probe names are unique, so the check names built from them are too.
 func Matrix(p Plan) []Probe {
@@ -132,7 +132,7 @@ func Matrix(p Plan) []Probe {
 	case len(p.Local) == 0:
 		plain.Skip = "the plan has no local account to deliver headerless mail to"
 	default:
-		plain = one("plain", p.Local[0], EntryPlain, RouteLocal)
+		plain.Recipients = []Recipient{{Address: p.Local[0], Expect: RouteLocal}}
 		if !p.PlainListener {
 			plain.Skip = "no plain listener configured (target.plain_smtp)"
 		}

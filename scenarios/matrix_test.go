@@ -61,7 +61,7 @@ func TestMatrixChecks(t *testing.T) {
 		{"route/plus/alice+splitcheck@example.org", KindRoute, EntryProxy, "alice+splitcheck@example.org", RouteLocal, false},
 		{"route/case/ALICE@EXAMPLE.ORG", KindRoute, EntryProxy, "ALICE@EXAMPLE.ORG", RouteLocal, false},
 		{"headerless", KindHeaderless, EntryHeaderless, "", RouteReject, false},
-		{"plain/alice@example.org", KindPlain, EntryPlain, "alice@example.org", RouteLocal, false},
+		{"plain", KindPlain, EntryPlain, "alice@example.org", RouteLocal, false},
 	}
 	probes := Matrix(testPlan)
 	if err := Validate(probes); err != nil {
@@ -101,9 +101,9 @@ func TestMatrixVariants(t *testing.T) {
 		{
 			name:      "no plain listener",
 			plan:      Plan{Domains: []string{"example.org"}, Local: []string{"alice@example.org"}},
-			wantNames: []string{"route/local/alice@example.org", "headerless", "plain/alice@example.org"},
+			wantNames: []string{"route/local/alice@example.org", "headerless", "plain"},
 			noNames:   []string{"mixed/alice@example.org"},
-			skipped:   map[string]string{"plain/alice@example.org": "no plain listener configured (target.plain_smtp)"},
+			skipped:   map[string]string{"plain": "no plain listener configured (target.plain_smtp)"},
 		},
 		{
 			name:      "only unmigrated",
@@ -245,4 +245,26 @@ func keys(m map[string]Check) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+func TestMessageID(t *testing.T) {
+	if got, want := MessageID("r1-03"), "<r1-03@splitcheck.test>"; got != want {
+		t.Errorf("MessageID = %q; want %q", got, want)
+	}
+	for _, tt := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{" <r1-03@splitcheck.test> ", "r1-03", true},
+		{"<r1-03@splitcheck.test", "", false},
+		{"<@splitcheck.test>", "", false},
+		{"<a@b@splitcheck.test>", "", false},
+		{"<r1@other.test>", "", false},
+	} {
+		got, ok := ProbeIDFromMessageID(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("ProbeIDFromMessageID(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
 }

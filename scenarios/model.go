@@ -102,6 +102,9 @@ type Observation struct {
 	// Received holds the delivered copy's Received header values, topmost first
 	// (empty for rejections and when the observer cannot read headers).
 	Received []string
+	// At is when the sighting happened or was first noticed (zero: unknown; the
+	// engine then fills After from when it noticed).
+	At time.Time
 }
 
 // Verdict is the judged outcome of one check.

@@ -1,0 +1,403 @@
+// Package harness runs one splitcheck verification against a mail server: it stands
+// up the fakes (a fake source and a fake MX from package fakesource, a fake DNS from
+// harness/fakedns, the PROXY-protocol proxy from package proxy), sends the probes of
+// the built-in matrix and of scenario files as real SMTP, watches where each one lands
+// (local mailboxes over IMAP, the fakes, SMTP replies), and judges every check with
+// package scenarios.
+//
+// Verify is the whole run. It starts its goroutines itself and waits for all of them,
+// and closes every fake, before it returns; cancelling its context stops everything.
+// Subpackages hold the parts that stand alone: fakedns, imapobs (the IMAP observer),
+// config (the run description), report (rendering verdicts).
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/splitcheck/splitcheck/harness/config"
+	"github.com/splitcheck/splitcheck/scenarios"
+)
+
+// ErrConfig is wrapped by Verify's errors that come from the configuration or the
+// probes rather than from the environment (exit code 2).
+var ErrConfig = errors.New("harness: bad configuration")
+
+// Progress stages.
+const (
+	StageSent    = "sent"    // the probe's message was sent (or refused) over SMTP
+	StageWaiting = "waiting" // waiting for arrival and for absence elsewhere
+	StageJudged  = "judged"  // the check has its verdict
+)
+
+// VerifyOptions tunes a Verify run. The zero value runs the built-in matrix silently.
+type VerifyOptions struct {
+	// Logger receives the run's log records; nil is silent.
+	Logger *slog.Logger
+	// Progress, when set, is called as checks move (StageSent, StageWaiting,
+	// StageJudged). Calls are serialized; it must not block for long.
+	Progress func(ProgressEvent)
+	// Now is the clock for Started, Date headers and probe ids; default time.Now.
+	// Durations are always measured with the monotonic clock.
+	Now func() time.Time
+	// Extra are probes from scenario files (already parsed).
+	Extra []scenarios.Probe
+	// Replace makes Extra replace the built-in matrix instead of adding to it.
+	Replace bool
+	// LocalObserver overrides how local delivery is observed (a JMAP observer for
+	// Stalwart, say); nil means IMAP with the accounts' mailbox settings. Verify
+	// does not close it.
+	LocalObserver Observer
+}
+
+// ProgressEvent tells how far a run is.
+type ProgressEvent struct {
+	Check  string
+	Stage  string           // StageSent, StageWaiting or StageJudged
+	Status scenarios.Status // set with StageJudged
+	Done   int              // checks judged so far
+	Total  int              // checks in the run
+}
+
+// Result is what one run found.
+type Result struct {
+	// Verdicts has one entry per check, in the order of scenarios.Checks.
+	Verdicts []scenarios.Verdict
+	Started  time.Time
+	Elapsed  time.Duration
+	// RunID is unique per run and prefixes every probe id.
+	RunID string
+}
+
+// Counts tallies the verdicts by status; a verdict with an unknown status counts as
+// errored.
+func (r *Result) Counts() (pass, fail, skip, errored int) {
+	for _, v := range r.Verdicts {
+		switch v.Status {
+		case scenarios.StatusPass:
+			pass++
+		case scenarios.StatusFail:
+			fail++
+		case scenarios.StatusSkip:
+			skip++
+		default:
+			errored++
+		}
+	}
+	return
+}
+
+// Mismatch returns nil when no check failed or errored, else a
+// *scenarios.MismatchError naming each such check with its detail.
+func (r *Result) Mismatch() error {
+	var failed []string
+	for _, v := range r.Verdicts {
+		if v.Status == scenarios.StatusPass || v.Status == scenarios.StatusSkip {
+			continue
+		}
+		line := v.Check.Name + ": " + string(v.Status)
+		if v.Detail != "" {
+			line = v.Check.Name + ": " + v.Detail
+		}
+		failed = append(failed, line)
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return &scenarios.MismatchError{Failed: failed}
+}
+
+// Latencies are the send-to-arrival times of the passed route and plain checks that
+// were delivered (refusals left out), sorted.
+func (r *Result) Latencies() []time.Duration {
+	var out []time.Duration
+	for _, v := range r.Verdicts {
+		if v.Status != scenarios.StatusPass || (v.Check.Kind != scenarios.KindRoute && v.Check.Kind != scenarios.KindPlain) {
+			continue
+		}
+		if len(v.Observed) == 1 && v.Observed[0].Place != scenarios.RouteReject {
+			out = append(out, v.Observed[0].After)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Observer finds where one probe landed for one recipient: every sighting of the
+// probe (by id) for rcpt at the place it watches. It does not wait.
+type Observer interface {
+	Observe(ctx context.Context, probeID, rcpt string) ([]scenarios.Observation, error)
+}
+
+// Waiter is an optional Observer method: block until Observe would find the probe for
+// rcpt (nil), or fail. Observers without it are polled.
+type Waiter interface {
+	Wait(ctx context.Context, probeID, rcpt string) error
+}
+
+// Verify runs every check of the plan in cfg (and of opt.Extra) against the target
+// and returns the verdicts. It returns an error only when the run could not happen at
+// all: bad probes or configuration (wrapping ErrConfig), a fake that could not bind,
+// the target's port 25 (or submission, or a mailbox) unreachable, or ctx ending
+// before any verdict. A routing mismatch is a verdict, not an error: see
+// Result.Mismatch.
+func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("%w: no configuration", ErrConfig)
+	}
+	r := &run{cfg: cfg, opt: opt, log: opt.Logger, now: opt.Now}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	probes := ProbesFor(cfg, opt.Extra, opt.Replace)
+	if len(probes) == 0 {
+		return nil, fmt.Errorf("%w: no probes to run", ErrConfig)
+	}
+	if err := scenarios.Validate(probes); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	announce, err := config.ParseIPPort(cfg.Proxy.Announce)
+	if err != nil {
+		return nil, fmt.Errorf("%w: proxy.announce: %w", ErrConfig, err)
+	}
+	r.announce = announce
+	r.probes = probes
+	r.checks = r.prepareChecks(scenarios.Checks(probes))
+
+	started := r.now()
+	mono := time.Now()
+	r.runID = newRunID(started)
+	res := &Result{Started: started, RunID: r.runID}
+	if d := cfg.Timeouts.Run; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	r.log.Info("verify starting", "run", r.runID, "probes", len(probes), "checks", len(r.checks))
+
+	env, err := startEnv(ctx, cfg, r.needs(), r.log)
+	if err != nil {
+		return nil, err
+	}
+	defer env.close()
+	r.env = env
+	r.places = env.places(opt.LocalObserver)
+	if err := r.preflight(ctx); err != nil {
+		return nil, err
+	}
+
+	r.verdicts = make([]scenarios.Verdict, len(r.checks))
+	r.judged = make([]bool, len(r.checks))
+	var wg sync.WaitGroup
+	for i, p := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.runProbe(ctx, i, p)
+		}()
+	}
+	wg.Wait()
+
+	res.Elapsed = time.Since(mono)
+	res.Verdicts = r.verdicts
+	r.log.Info("verify done", "run", r.runID, "elapsed", res.Elapsed)
+	if ctx.Err() != nil && r.real == 0 {
+		return res, fmt.Errorf("verify: no verdict before the run ended: %w", context.Cause(ctx))
+	}
+	return res, nil
+}
+
+// ProbesFor is the probes a run of cfg sends: the built-in matrix of its plan followed
+// by extra, or extra alone when replace is set.
+func ProbesFor(cfg *config.Config, extra []scenarios.Probe, replace bool) []scenarios.Probe {
+	var probes []scenarios.Probe
+	if !replace {
+		probes = scenarios.Matrix(PlanOf(cfg))
+	}
+	return append(probes, extra...)
+}
+
+// PlanOf is the scenarios view of cfg's migration plan.
+func PlanOf(cfg *config.Config) scenarios.Plan {
+	p := scenarios.Plan{
+		Domains:       slices.Clone(cfg.Plan.Domains),
+		Unmigrated:    slices.Clone(cfg.Plan.Unmigrated),
+		External:      slices.Clone(cfg.Plan.External),
+		PlainListener: cfg.Target.PlainSMTP != "",
+	}
+	for _, a := range cfg.Plan.Local {
+		p.Local = append(p.Local, a.Address)
+	}
+	return p
+}
+
+// newRunID is "20260102t030405-1a2b3c": sortable, and unique thanks to the random tail.
+func newRunID(now time.Time) string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(now.UTC().Format("20060102T150405")) + "-" + hex.EncodeToString(b[:])
+}
+
+// run is the state of one Verify call.
+type run struct {
+	cfg      *config.Config
+	opt      VerifyOptions
+	log      *slog.Logger
+	now      func() time.Time
+	runID    string
+	announce netip.AddrPort
+	probes   []scenarios.Probe
+	checks   []scenarios.Check
+	env      *env
+	places   []place
+
+	mu       sync.Mutex
+	verdicts []scenarios.Verdict
+	judged   []bool
+	done     int
+	real     int // verdicts judged from observations (not skips, not cancellations)
+}
+
+// needs says which fakes the probes use.
+func (r *run) needs() needs {
+	var n needs
+	for _, c := range r.checks {
+		if c.Skip != "" {
+			continue
+		}
+		switch c.Entry {
+		case scenarios.EntrySubmission:
+			n.submission = true
+		case scenarios.EntryProxy:
+			n.proxy = true
+		}
+		if c.Expect == scenarios.RouteMX {
+			n.mx = true
+		}
+	}
+	seen := map[string]bool{}
+	addDomain := func(addr string) {
+		if d := domainOf(addr); d != "" && !r.migrated(addr) && !seen[d] {
+			seen[d] = true
+			n.external = append(n.external, d)
+		}
+	}
+	for _, a := range r.cfg.Plan.External {
+		addDomain(a)
+	}
+	for _, p := range r.probes {
+		for _, rc := range p.Recipients {
+			addDomain(rc.Address)
+		}
+	}
+	return n
+}
+
+func (r *run) migrated(addr string) bool {
+	d := domainOf(addr)
+	return slices.ContainsFunc(r.cfg.Plan.Domains, func(m string) bool { return strings.EqualFold(m, d) })
+}
+
+// prepareChecks fills in what the engine knows and the plan does not: deadlines, the
+// address a received check looks for, and skips for listeners and fakes the
+// configuration lacks.
+func (r *run) prepareChecks(checks []scenarios.Check) []scenarios.Check {
+	cfg := r.cfg
+	for i := range checks {
+		c := &checks[i]
+		if c.Kind == scenarios.KindRoute || c.Kind == scenarios.KindPlain {
+			c.Deadline = cfg.Timeouts.Delivery
+		}
+		if c.Kind == scenarios.KindReceived {
+			c.Want = r.announce.Addr().Unmap().String()
+		}
+		if c.Skip != "" {
+			continue
+		}
+		switch {
+		case c.Entry == scenarios.EntryPlain && cfg.Target.PlainSMTP == "":
+			c.Skip = "no plain listener configured (target.plain_smtp)"
+		case c.Entry == scenarios.EntrySubmission && cfg.Target.Submission == "":
+			c.Skip = "no submission listener configured (target.submission)"
+		case c.Entry == scenarios.EntrySubmission && cfg.Submitter.Username == "":
+			c.Skip = "no submitter configured (submitter.username)"
+		case c.Expect == scenarios.RouteMX && (cfg.Fakes.MX == "" || cfg.Fakes.DNS == ""):
+			c.Skip = "no fake MX and DNS configured (fakes.mx, fakes.dns)"
+		}
+	}
+	return checks
+}
+
+// checksOf returns the indexes of probe p's checks.
+func (r *run) checksOf(p scenarios.Probe) []int {
+	var out []int
+	for i, c := range r.checks {
+		if c.Probe == p.Name {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// emit reports progress (serialized).
+func (r *run) emit(i int, stage string, status scenarios.Status) {
+	if r.opt.Progress == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.opt.Progress(ProgressEvent{Check: r.checks[i].Name, Stage: stage, Status: status, Done: r.done, Total: len(r.checks)})
+}
+
+// record stores check i's verdict once and reports it.
+func (r *run) record(i int, v scenarios.Verdict, real bool) {
+	r.mu.Lock()
+	if r.judged[i] {
+		r.mu.Unlock()
+		return
+	}
+	r.judged[i] = true
+	r.verdicts[i] = v
+	r.done++
+	if real {
+		r.real++
+	}
+	done := r.done
+	if r.opt.Progress != nil {
+		r.opt.Progress(ProgressEvent{Check: v.Check.Name, Stage: StageJudged, Status: v.Status, Done: done, Total: len(r.checks)})
+	}
+	r.mu.Unlock()
+	r.log.Info("check judged", "scenario", v.Check.Name, "rcpt", v.Check.Recipient, "route", v.Check.Expect,
+		"status", v.Status, "detail", v.Detail, "elapsed", v.Elapsed)
+}
+
+// sortObservations orders sightings by time, then place, for stable reports.
+func sortObservations(obs []scenarios.Observation) {
+	sort.SliceStable(obs, func(a, b int) bool {
+		if obs[a].After != obs[b].After {
+			return obs[a].After < obs[b].After
+		}
+		return obs[a].Place < obs[b].Place
+	})
+}
+
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}
