@@ -36,6 +36,13 @@ PRESEED
 	}
 fi
 
+# The reference target binds loopback ports 25, 587 and 143 itself: stop the system-wide
+# instances if a package install started them (on machines without policy-rc.d).
+if [ "$(id -u)" -eq 0 ]; then
+	postfix -c /etc/postfix status >/dev/null 2>&1 && postfix -c /etc/postfix stop >/dev/null 2>&1 || true
+	pgrep -x dovecot >/dev/null 2>&1 && [ -f /run/dovecot/master.pid ] && doveadm stop >/dev/null 2>&1 || true
+fi
+
 go mod download
 GOBIN="$(go env GOPATH)/bin"
 if ! "$GOBIN/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
