@@ -102,16 +102,19 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// outcome is how a check affected by a mutation must fail.
+type outcome struct {
+	// observed is the sightings the check must report ("+"-joined places, "none").
+	observed string
+	// evidence must match the check's evidence or detail.
+	evidence *regexp.Regexp
+}
+
 // mutationCase says which checks a misconfiguration must fail, and how.
 type mutationCase struct {
 	mutation reftarget.Mutation
-	// affected picks the checks that must fail; every other check must pass.
-	affected func(c report.CheckRecord) bool
-	// observed is what the failing checks must report as their sightings ("+"-joined
-	// places, "none" for no sighting); empty means not a routing sighting (received).
-	observed string
-	// evidence must appear in each failing check's evidence or detail.
-	evidence *regexp.Regexp
+	// expect returns how check c must fail, or nil when c must pass.
+	expect func(c report.CheckRecord) *outcome
 }
 
 func recipientIs(c report.CheckRecord, addrs ...string) bool {
@@ -122,57 +125,86 @@ func isRoute(c report.CheckRecord) bool {
 	return c.Kind == scenarios.KindRoute || c.Kind == scenarios.KindPlain
 }
 
+// multiRecipient reports whether c belongs to a probe with several recipients (its
+// name is "<probe>/<recipient>" rather than "route/<probe>").
+func multiRecipient(c report.CheckRecord) bool {
+	return c.Kind == scenarios.KindRoute && c.Name != "route/"+c.Probe
+}
+
+func rcptRE(c report.CheckRecord) string { return regexp.QuoteMeta("<" + c.Recipient + ">") }
+
 var mutationCases = []mutationCase{
 	{
-		// (a) unmigrated addresses delivered locally (into alice's mailbox) instead of relayed.
+		// (a) unmigrated addresses delivered locally (a catch-all alias into alice's
+		// mailbox) instead of relayed. In the mixed message bob's copy is folded into
+		// alice's by Postfix's duplicate elimination, so it is seen nowhere on its own.
 		mutation: reftarget.MutationUnmigratedLocal,
-		affected: func(c report.CheckRecord) bool {
-			return isRoute(c) && recipientIs(c, "bob@example.org", "carol@example.org")
+		expect: func(c report.CheckRecord) *outcome {
+			switch {
+			case !isRoute(c) || !recipientIs(c, "bob@example.org", "carol@example.org"):
+				return nil
+			case multiRecipient(c):
+				return &outcome{"none", regexp.MustCompile(`not seen anywhere within 10s; the target accepted it`)}
+			default:
+				return &outcome{"local", regexp.MustCompile(`IMAP 127\.0\.0\.1:143: alice@example\.org INBOX uid \d+`)}
+			}
 		},
-		observed: "local",
-		evidence: regexp.MustCompile(`(?i)alice@example\.org|INBOX`),
 	},
 	{
 		// (a') unmigrated addresses rejected at RCPT instead of relayed.
 		mutation: reftarget.MutationUnmigratedRejected,
-		affected: func(c report.CheckRecord) bool {
-			return isRoute(c) && recipientIs(c, "bob@example.org", "carol@example.org")
+		expect: func(c report.CheckRecord) *outcome {
+			if !isRoute(c) || !recipientIs(c, "bob@example.org", "carol@example.org") {
+				return nil
+			}
+			return &outcome{"reject", regexp.MustCompile(`RCPT 550 5\.1\.1 ` + rcptRE(c) + `: Recipient address rejected: User unknown in relay recipient table`)}
 		},
-		observed: "reject",
-		evidence: regexp.MustCompile(`\b5\d\d\b.*(?i)relay recipient table`),
 	},
 	{
-		// (b) a local account relayed to the source.
+		// (b) a local account (alice, in every form: plus-addressed, upper-cased, in the
+		// mixed message, on the plain listener) relayed to the source.
 		mutation: reftarget.MutationLocalRelayed,
-		affected: func(c report.CheckRecord) bool {
-			return isRoute(c) && recipientIs(c, "alice@example.org")
+		expect: func(c report.CheckRecord) *outcome {
+			if !isRoute(c) || !recipientIs(c, "alice@example.org") {
+				return nil
+			}
+			return &outcome{"source", regexp.MustCompile(`fake source 127\.0\.0\.4:2525: message \d+ RCPT ` + rcptRE(c))}
 		},
-		observed: "source",
-		evidence: regexp.MustCompile(`127\.0\.0\.4:2525|(?i)source`),
 	},
 	{
 		// (c) an open relay: unauthenticated mail to other domains accepted and delivered.
 		mutation: reftarget.MutationOpenRelay,
-		affected: func(c report.CheckRecord) bool {
-			return isRoute(c) && c.Entry == scenarios.EntryProxy && c.Expected == scenarios.RouteReject
+		expect: func(c report.CheckRecord) *outcome {
+			if !isRoute(c) || c.Entry != scenarios.EntryProxy || c.Expected != scenarios.RouteReject {
+				return nil
+			}
+			return &outcome{"mx", regexp.MustCompile(`fake MX 127\.0\.0\.5:25: message \d+ RCPT ` + rcptRE(c))}
 		},
-		observed: "mx",
-		evidence: regexp.MustCompile(`127\.0\.0\.5:25|(?i)\bmx\b`),
 	},
 	{
-		// (d) the PROXY header not honoured: Received shows the proxy's own address.
+		// (d) the PROXY header not honoured: a front that announces its own peer. The
+		// Received header shows the proxy's address, and the front also lets a
+		// headerless connection through.
 		mutation: reftarget.MutationProxyIgnored,
-		affected: func(c report.CheckRecord) bool { return c.Kind == scenarios.KindReceived },
-		evidence: regexp.MustCompile(`\[127\.0\.0\.9\]`),
+		expect: func(c report.CheckRecord) *outcome {
+			switch c.Kind {
+			case scenarios.KindReceived:
+				return &outcome{"local", regexp.MustCompile(`want a Received header with \[198\.51\.100\.7\].*Received: from \S+ \(unknown \[127\.0\.0\.9\]\)`)}
+			case scenarios.KindHeaderless:
+				return &outcome{"accepted", regexp.MustCompile(`from 127\.0\.0\.9: 220 .*without a header`)}
+			}
+			return nil
+		},
 	},
 	{
-		// (e) authenticated mail to other domains never delivered.
+		// (e) authenticated mail to other domains accepted but never delivered.
 		mutation: reftarget.MutationExternalUndelivered,
-		affected: func(c report.CheckRecord) bool {
-			return isRoute(c) && c.Expected == scenarios.RouteMX
+		expect: func(c report.CheckRecord) *outcome {
+			if !isRoute(c) || c.Expected != scenarios.RouteMX {
+				return nil
+			}
+			return &outcome{"none", regexp.MustCompile(`want mx, got none: not seen anywhere within 10s; the target accepted it: DATA 250`)}
 		},
-		observed: "none",
-		evidence: regexp.MustCompile(`(?i)not seen|nowhere|none`),
 	},
 }
 
@@ -188,7 +220,8 @@ func TestMutations(t *testing.T) {
 			j := parseJSON(t, r.stdout)
 			failed := 0
 			for _, c := range j.checks {
-				if !mc.affected(c) {
+				want := mc.expect(c)
+				if want == nil {
 					if c.Status != scenarios.StatusPass {
 						t.Errorf("check %s: %s (observed %s: %s); want pass, the mutation does not affect it",
 							c.Name, c.Status, places(c), c.Detail)
@@ -200,11 +233,11 @@ func TestMutations(t *testing.T) {
 					t.Errorf("check %s: %s (observed %s); want fail under %s", c.Name, c.Status, places(c), mc.mutation)
 					continue
 				}
-				if mc.observed != "" && places(c) != mc.observed {
-					t.Errorf("check %s: observed %q; want %q", c.Name, places(c), mc.observed)
+				if got := places(c); got != want.observed {
+					t.Errorf("check %s: observed %q; want %q", c.Name, got, want.observed)
 				}
-				if ev := evidence(c); !mc.evidence.MatchString(ev) {
-					t.Errorf("check %s: evidence %q; want it to match %s", c.Name, ev, mc.evidence)
+				if ev := evidence(c); !want.evidence.MatchString(ev) {
+					t.Errorf("check %s: evidence %q; want it to match %s", c.Name, ev, want.evidence)
 				}
 			}
 			if failed == 0 {
@@ -220,6 +253,7 @@ func TestMutations(t *testing.T) {
 			if !strings.Contains(r.stderr, "check(s) failed") {
 				t.Errorf("stderr does not name the failed checks:\n%s", r.stderr)
 			}
+			noSecrets(t, tgt.passwords, map[string]string{"stdout": r.stdout, "stderr": r.stderr})
 		})
 	}
 }
@@ -314,6 +348,60 @@ timeouts:
 		t.Errorf("junit errors = %d; want the environment error reported", ju.Errors)
 	}
 	noSecrets(t, []string{pw}, map[string]string{"stdout": r.stdout, "stderr": r.stderr, "junit": junitText})
+}
+
+// TestExitCodeSilentTarget points verify at a target that accepts connections and never
+// answers: --timeout, not the generous timeouts.connect, must end the run, with exit 3.
+func TestExitCodeSilentTarget(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 64)
+	done := make(chan struct{})
+	go func() { // owned here: ends when ln is closed, below
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		close(held)
+		for c := range held {
+			c.Close()
+		}
+	})
+	addr := ln.Addr().String()
+	cfg := `target:
+  smtp: ` + addr + `
+plan:
+  domains: [example.org]
+  unmigrated: [bob@example.org]
+fakes:
+  source: 127.0.0.1:0
+proxy:
+  announce: 198.51.100.7
+timeouts:
+  connect: 10m
+  delivery: 10m
+`
+	path := filepath.Join(t.TempDir(), "silent.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runSplitcheck(t, nil, time.Minute, "verify", "--config", path, "--timeout", "2s")
+	if r.code != 3 {
+		t.Errorf("exit code = %d; want 3\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if want := "no verdict within 2s"; !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr = %q; want %q", r.stderr, want)
+	}
 }
 
 // closedPort is a loopback address nothing listens on.

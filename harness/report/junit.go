@@ -112,11 +112,15 @@ func message(v scenarios.Verdict) string {
 	return string(v.Status)
 }
 
-// sightings lists each observation on its own line: "place where (after): evidence".
+// sightings lists the expected route and each observation on its own line
+// ("observed: place at where after 12ms: evidence"); a check with neither (an
+// environment error, a skipped connection check) gets its Detail instead.
 func sightings(v scenarios.Verdict) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "expected: %s\n", cell(string(v.Check.Expect)))
-	if len(v.Observed) == 0 {
+	if v.Check.Expect != "" {
+		fmt.Fprintf(&b, "expected: %s\n", v.Check.Expect)
+	}
+	if len(v.Observed) == 0 && (v.Check.Kind == scenarios.KindRoute || v.Check.Kind == scenarios.KindPlain) {
 		b.WriteString("observed: none\n")
 	}
 	for _, o := range v.Observed {
@@ -129,6 +133,9 @@ func sightings(v scenarios.Verdict) string {
 			fmt.Fprintf(&b, ": %s", o.Evidence)
 		}
 		b.WriteByte('\n')
+	}
+	if b.Len() == 0 && strings.TrimSpace(v.Detail) != "" {
+		return strings.TrimSpace(v.Detail) + "\n"
 	}
 	return b.String()
 }

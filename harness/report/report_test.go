@@ -243,6 +243,7 @@ type junitDoc struct {
 			} `xml:"failure"`
 			Error *struct {
 				Message string `xml:"message,attr"`
+				Text    string `xml:",chardata"`
 			} `xml:"error"`
 			Skipped *struct {
 				Message string `xml:"message,attr"`
@@ -302,6 +303,9 @@ func TestJUnit(t *testing.T) {
 	}
 	if !strings.Contains(s.Cases[0].SystemOut, "INBOX uid 7") {
 		t.Errorf("alice's system-out = %q; want the evidence", s.Cases[0].SystemOut)
+	}
+	if e := s.Cases[4].Error; e == nil || e.Message != sample[4].Detail || e.Text != sample[4].Detail+"\n" {
+		t.Errorf("headerless error = %+v; want the detail as message and text", e)
 	}
 	if f := s.Cases[5].Failure; f == nil || f.Message != "expected local, observed source" || !strings.Contains(f.Text, "]]> <tag>") {
 		t.Errorf("hostile failure = %+v; want a built message and the escaped evidence", f)
