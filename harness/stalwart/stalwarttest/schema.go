@@ -182,6 +182,22 @@ func (p *problem) Error() string { return p.Property + ": " + p.Msg }
 
 // checkObject validates a whole object value of schemaName (create, or replace).
 func (s *Schema) checkObject(schemaName string, v any, path string, required bool) *problem {
+	return checker{s: s}.checkObject(schemaName, v, path, required)
+}
+
+// checkValue validates one value against a type descriptor.
+func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
+	return checker{s: s}.checkValue(t, v, path)
+}
+
+// checker validates values; seed allows server-set properties (for Seed).
+type checker struct {
+	s    *Schema
+	seed bool
+}
+
+func (c checker) checkObject(schemaName string, v any, path string, required bool) *problem {
+	s := c.s
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return &problem{Type: "invalidPatch", Property: path, Msg: "Invalid value for object property: want an object"}
@@ -208,10 +224,10 @@ func (s *Schema) checkObject(schemaName string, v any, path string, required boo
 		if !found {
 			return &problem{Type: "invalidProperties", Property: join(path, k), Msg: "Unknown property"}
 		}
-		if pd.Update == "serverSet" {
+		if pd.Update == "serverSet" && !c.seed {
 			return &problem{Type: "invalidProperties", Property: join(path, k), Msg: "Property is set by the server"}
 		}
-		if p := s.checkValue(pd.Type, obj[k], join(path, k)); p != nil {
+		if p := c.checkValue(pd.Type, obj[k], join(path, k)); p != nil {
 			return p
 		}
 	}
@@ -259,8 +275,8 @@ func missingRequired(f fieldsDesc, obj map[string]any, path string) *problem {
 		Validation: map[string]any{"validationErrors": errs}}
 }
 
-// checkValue validates one value against a type descriptor.
-func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
+func (c checker) checkValue(t typeDesc, v any, path string) *problem {
+	s := c.s
 	bad := func(msg string) *problem {
 		return &problem{Type: "invalidPatch", Property: path, Msg: "Invalid value for object property: " + msg}
 	}
@@ -359,7 +375,7 @@ func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
 				return &problem{Type: "invalidPatch", Property: join(path, k), Msg: "Invalid value for object property: Set members map to true"}
 			}
 			if t.Class != nil {
-				if p := s.checkValue(*t.Class, keyValue(*t.Class, k), join(path, k)); p != nil {
+				if p := c.checkValue(*t.Class, keyValue(*t.Class, k), join(path, k)); p != nil {
 					return p
 				}
 			}
@@ -374,12 +390,12 @@ func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
 		}
 		for _, k := range sortedKeys(m) {
 			if t.KeyClass != nil {
-				if p := s.checkValue(*t.KeyClass, keyValue(*t.KeyClass, k), join(path, k)); p != nil {
+				if p := c.checkValue(*t.KeyClass, keyValue(*t.KeyClass, k), join(path, k)); p != nil {
 					return p
 				}
 			}
 			if t.ValueClass != nil {
-				if p := s.checkValue(*t.ValueClass, m[k], join(path, k)); p != nil {
+				if p := c.checkValue(*t.ValueClass, m[k], join(path, k)); p != nil {
 					return p
 				}
 			}
@@ -394,7 +410,7 @@ func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
 			if !ok {
 				return bad("List keys must be \"0\" to \"n-1\"")
 			}
-			if p := s.checkObject(t.ObjectName, item, join(path, strconv.Itoa(i)), true); p != nil {
+			if p := c.checkObject(t.ObjectName, item, join(path, strconv.Itoa(i)), true); p != nil {
 				return p
 			}
 		}
@@ -402,7 +418,7 @@ func (s *Schema) checkValue(t typeDesc, v any, path string) *problem {
 			return bad(fmt.Sprintf("needs at least %d items", *t.MinItems))
 		}
 	case "object":
-		return s.checkObject(t.ObjectName, v, path, true)
+		return c.checkObject(t.ObjectName, v, path, true)
 	default:
 		return bad("unknown type " + t.Type)
 	}

@@ -44,22 +44,7 @@ func (s *Server) Seed(object string, value map[string]any) (string, error) {
 }
 
 func (s *Schema) checkSeed(object string, v map[string]any) *problem {
-	variant, _ := v["@type"].(string)
-	fields, _, ok := s.fieldsFor(object, variant)
-	if !ok {
-		return s.checkObject(object, v, "", true)
-	}
-	stripped := map[string]any{}
-	for k, val := range v {
-		if pd, ok := fields.Properties[k]; ok && pd.Update == "serverSet" {
-			if p := s.checkValue(pd.Type, val, k); p != nil {
-				return p
-			}
-			continue
-		}
-		stripped[k] = val
-	}
-	return s.checkObject(object, stripped, "", true)
+	return checker{s: s, seed: true}.checkObject(object, v, "", true)
 }
 
 // SetSingleton stores a singleton as the web wizard or an earlier admin would
