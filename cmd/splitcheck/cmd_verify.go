@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,7 +196,11 @@ func printReport(ios *ioStreams, opts *verifyOptions, verdicts []scenarios.Verdi
 		}
 		return nil
 	}
-	if err := report.Table(ios.Out, verdicts, report.TableOptions{Color: ios.StdoutTTY}); err != nil {
+	opt := report.TableOptions{Color: ios.StdoutTTY}
+	if ios.StdoutTTY {
+		opt.Width = writerWidth(ios.Out)
+	}
+	if err := report.Table(ios.Out, verdicts, opt); err != nil {
 		return fmt.Errorf("print report: %w", err)
 	}
 	return nil
@@ -285,13 +290,21 @@ func scenarioFileError(path string, err error) error {
 
 // termWidth is stderr's width when it is a terminal, else 0 (the default).
 func termWidth(ios *ioStreams) int {
-	f, ok := ios.ErrOut.(*os.File)
-	if !ok || !ios.StderrTTY {
+	if !ios.StderrTTY {
 		return 0
 	}
-	w, _, err := term.GetSize(int(f.Fd()))
+	return writerWidth(ios.ErrOut)
+}
+
+// writerWidth is w's width in columns when it is a terminal, else 0 (unknown).
+func writerWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
 	if err != nil {
 		return 0
 	}
-	return w
+	return width
 }

@@ -96,6 +96,18 @@ ERROR   headerless                         -                   -         -      
 				"\x1b[32m1 passed\x1b[0m, 0 failed, \x1b[33m1 skipped\x1b[0m, 0 errors\n",
 		},
 		{
+			name:     "cut to the terminal width",
+			verdicts: sample[:2],
+			opt:      report.TableOptions{Width: 110},
+			want: `STATUS  CHECK                             RECIPIENT          EXPECTED  OBSERVED  TIME  EVIDENCE
+PASS    route/local/alice@example.org     alice@example.org  local     local     12ms  INBOX uid 7
+FAIL    route/unmigrated/bob@example.org  bob@example.org    source    reject    3ms   RCPT 550 5.1.1 <bob...
+        want source, got reject
+        RCPT 550 5.1.1 <bob@example.org>: User unknown
+1 passed, 1 failed, 0 skipped, 0 errors
+`,
+		},
+		{
 			name: "hostile evidence and duplicate sightings",
 			verdicts: []scenarios.Verdict{{
 				Check:  scenarios.Check{Name: "route/local/dave@example.org", Kind: scenarios.KindRoute, Recipient: "dave@example.org", Expect: scenarios.RouteLocal},

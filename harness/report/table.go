@@ -15,6 +15,10 @@ type TableOptions struct {
 	// Color adds ANSI colours to statuses and the summary. Callers set it only when
 	// the output is a terminal.
 	Color bool
+	// Width, when positive, is the terminal's width: the evidence column is cut
+	// ("...") so that rows do not wrap. A failed check's full detail is still printed
+	// below its row. Zero never cuts (pipes, files, CI logs).
+	Width int
 }
 
 // ANSI escape sequences used when TableOptions.Color is set.
@@ -56,6 +60,19 @@ func Table(w io.Writer, verdicts []scenarios.Verdict, opt TableOptions) error {
 		}
 	}
 	indent := strings.Repeat(" ", widths[0]+2)
+	if opt.Width > 0 {
+		last := len(widths) - 1
+		room := opt.Width - 1 // leave the last column free: some terminals wrap at it
+		for _, w := range widths[:last] {
+			room -= w + 2
+		}
+		room = max(room, len(tableHeader[last]), 12)
+		for _, r := range rows[1:] {
+			if utf8.RuneCountInString(r[last]) > room {
+				r[last] = string([]rune(r[last])[:room-3]) + "..."
+			}
+		}
+	}
 
 	var b strings.Builder
 	for i, r := range rows {
