@@ -247,8 +247,15 @@ type engine struct {
 
 	limit     atomic.Int64 // learned recipients per transaction
 	pipelined atomic.Bool
-	nextTxn   atomic.Uint64
-	tokens    chan struct{} // one per row in flight
+	// cautious keeps pipelined groups within ErrorsPerConnection, so that a
+	// target that refuses what it should not never collects more refusals per
+	// session than the budget. A run starts cautious and leaves it after a
+	// transaction of unmigrated addresses (the bulk of a list) with 2*budget
+	// recipients accepted and none refused; it stays
+	// cautious for good (sticky) once a session overshot the budget.
+	cautious, sticky atomic.Bool
+	nextTxn          atomic.Uint64
+	tokens           chan struct{} // one per row in flight
 
 	obs      *observer
 	verdicts chan Verdict
@@ -348,6 +355,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 		pool:     newIMAPPool(cfg.Timeouts.Connect, 4*b.ObserveWorkers),
 	}
 	e.limit.Store(int64(b.BatchSize))
+	e.cautious.Store(true)
 	for _, a := range cfg.Plan.Local {
 		m := a.Mailbox
 		e.mailboxes[strings.ToLower(a.Address)] = mailbox{Account: a.Address, Addr: m.Address, TLS: m.TLS,
@@ -521,6 +529,7 @@ type rowState struct {
 // batch is rows of one entry sent together (split further by the learned limit).
 type batch struct {
 	entry scenarios.Entry
+	kind  batchKind
 	rows  []*rowState
 }
 
@@ -533,6 +542,7 @@ type batchKind int
 const (
 	kindProxy batchKind = iota
 	kindLocal
+	kindReject // expected refusals: at most ErrorsPerConnection to a transaction
 	kindSubmission
 	nKinds
 )
@@ -541,6 +551,8 @@ func kindOf(route scenarios.Route) batchKind {
 	switch route {
 	case scenarios.RouteLocal:
 		return kindLocal
+	case scenarios.RouteReject:
+		return kindReject
 	case scenarios.RouteMX:
 		return kindSubmission
 	}
@@ -618,12 +630,16 @@ func (e *engine) produce(ctx context.Context, rows Rows, work chan<- *batch) err
 			return nil
 		}
 		if pending[k] == nil {
-			pending[k] = &batch{entry: entryFor(row.Expect)}
+			pending[k] = &batch{entry: entryFor(row.Expect), kind: k}
 			seen[k] = map[string]bool{}
 		}
 		pending[k].rows = append(pending[k].rows, rs)
 		seen[k][rs.key] = true
-		if len(pending[k].rows) >= int(e.limit.Load()) && !flush(k) {
+		size := int(e.limit.Load())
+		if k == kindReject {
+			size = min(size, e.b.ErrorsPerConnection)
+		}
+		if len(pending[k].rows) >= size && !flush(k) {
 			return nil
 		}
 	}

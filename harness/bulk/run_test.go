@@ -429,3 +429,45 @@ func TestRunPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorBudget: a target that refuses every recipient never gets more
+// refusals on one connection than bulk.errors_per_connection (servers slow down
+// or hang up after a few), and every row is still judged.
+func TestErrorBudget(t *testing.T) {
+	tg := startTarget(t, accounts, targetOpts{rcptErr: func(string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown in relay recipient table"}
+	}})
+	cfg := tg.config(accounts)
+	cfg.Bulk.ErrorsPerConnection = 3
+	cfg.Bulk.Concurrency = 2
+	var rows []string
+	for i := range 40 {
+		rows = append(rows, fmt.Sprintf("user%03d@example.org,source", i))
+	}
+	res, got, err := collect(t, tg.runner(cfg), NewCSV(listOf(rows...), "list.csv", nil))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Summary.Failed != 40 || len(got) != 40 {
+		t.Errorf("summary %s; want 40 failed", res.Summary)
+	}
+	for _, v := range got {
+		if !strings.HasPrefix(v.Detail, "want source, got reject: RCPT TO: RCPT 550 5.1.1") {
+			t.Errorf("%s: %q; want the 550 refusal", v.Check.Recipient, v.Detail)
+		}
+	}
+	tg.front.Close() // let the last pipes finish
+	tg.wg.Wait()
+	tg.mu.Lock()
+	defer tg.mu.Unlock()
+	sum := 0
+	for i, n := range tg.rcptPerConn {
+		sum += n
+		if n > 3 {
+			t.Errorf("connection %d carried %d refused RCPTs; want at most 3", i, n)
+		}
+	}
+	if sum != 40 {
+		t.Errorf("%d RCPTs in all; want 40 (each row once)", sum)
+	}
+}

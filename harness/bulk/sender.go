@@ -26,10 +26,12 @@ func (w *worker) closeConn(ctx context.Context) {
 	}
 }
 
-// connect returns an open connection for entry, reusing the current one.
-func (w *worker) connect(ctx context.Context, entry scenarios.Entry) (*client, error) {
-	if w.conn != nil && !w.conn.dead && w.entry == entry {
-		return w.conn, nil
+// connect returns an open connection for entry, reusing the current one when
+// it can still take refusals more than the transaction may bring.
+func (w *worker) connect(ctx context.Context, entry scenarios.Entry, refusals int) (*client, error) {
+	if c := w.conn; c != nil && !c.dead && w.entry == entry && c.errors < w.e.b.ErrorsPerConnection &&
+		(c.errors == 0 || c.errors+refusals <= w.e.b.ErrorsPerConnection) {
+		return c, nil
 	}
 	w.closeConn(ctx)
 	ep := w.e.proxyEP
@@ -61,7 +63,7 @@ func (w *worker) process(ctx context.Context, b *batch) error {
 		n := min(len(queue), int(max(w.e.limit.Load(), 1)))
 		part := queue[:n:n]
 		queue = queue[n:]
-		again, later, err := w.send(ctx, b.entry, part)
+		again, later, err := w.send(ctx, b, part)
 		if err != nil {
 			w.e.release(len(again) + len(later) + len(queue))
 			return err
@@ -106,9 +108,14 @@ func (e *engine) backoff(attempt int) time.Duration {
 
 // send runs one transaction for part. again are rows to send at once (the
 // recipient limit was reached), later are rows to send after a backoff.
-func (w *worker) send(ctx context.Context, entry scenarios.Entry, part []*rowState) (again, later []*rowState, fatal error) {
+func (w *worker) send(ctx context.Context, b *batch, part []*rowState) (again, later []*rowState, fatal error) {
 	e := w.e
-	c, err := w.connect(ctx, entry)
+	entry := b.entry
+	refusals := 0
+	if b.kind == kindReject {
+		refusals = len(part)
+	}
+	c, err := w.connect(ctx, entry, refusals)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, part, nil
@@ -139,9 +146,33 @@ func (w *worker) send(ctx context.Context, entry scenarios.Entry, part []*rowSta
 		rcpts[i] = rs.row.Address
 	}
 	pipeline := e.b.Pipelining != "off" && c.has("PIPELINING")
+	group, budget := 1, e.b.ErrorsPerConnection
+	if pipeline {
+		group = pipelineGroup
+		if e.cautious.Load() {
+			group = budget
+		}
+	}
 	start := time.Now()
-	res, err := c.transaction(ctx, e.sender, rcpts, pipeline, e.body(id, len(rcpts)))
+	before := c.errors
+	res, err := c.transaction(ctx, e.sender, rcpts, group, budget, e.body(id, len(rcpts)))
 	e.r.c.transactions.Add(1)
+	refused, acceptedN := c.errors-before, 0
+	for _, r := range res.Rcpt {
+		if r.ok() {
+			acceptedN++
+		}
+	}
+	switch {
+	case refused > budget:
+		e.cautious.Store(true)
+		if !e.sticky.Swap(true) {
+			e.log.Warn("the target refuses many recipients: sending fewer commands at a time",
+				"refusals", refused, "errors_per_connection", budget)
+		}
+	case refused == 0 && acceptedN >= 2*budget && b.kind == kindProxy && !e.sticky.Load():
+		e.cautious.Store(false)
+	}
 	if pipeline && len(rcpts) > 0 && entry == scenarios.EntryProxy {
 		e.pipelined.Store(true)
 	}
@@ -193,8 +224,8 @@ func (w *worker) send(ctx context.Context, entry scenarios.Entry, part []*rowSta
 	for i, rs := range part {
 		r := res.Rcpt[i]
 		switch o := classify(r); {
-		case r.Code == 0 && tooMany && answered > 0:
-			again = append(again, rs) // not sent: after the limit
+		case r.Code == 0 && (tooMany && answered > 0 || res.Budget):
+			again = append(again, rs) // not sent: after the limit, or the error budget
 		case r.Code == 0:
 			later = append(later, rs) // unanswered: the connection ended
 		case o == outcomeOK:

@@ -185,6 +185,7 @@ type client struct {
 	ext     map[string]string
 	timeout time.Duration
 	dead    bool // the server closed (421) or the connection failed
+	errors  int  // refused commands in this session (see transaction)
 
 	mu       sync.Mutex
 	canceled bool
@@ -379,35 +380,41 @@ func (c *client) fail(ctx context.Context, err error) error {
 type txnResult struct {
 	Mail reply
 	// Rcpt holds one reply per recipient, in order; Code 0 means the recipient
-	// was not sent or not answered (after a 421 or a recipient limit).
+	// was not sent or not answered (after a 421, the recipient limit, or the
+	// error budget).
 	Rcpt []reply
 	// Data is the reply to DATA when it was refused, else the reply after the
 	// message; Code 0 when DATA was not sent (no recipient was accepted).
 	Data reply
-	// Writes counts the writes that carried MAIL and RCPT commands.
-	Writes int
+	// Budget reports that RCPTs were held back because the session used up its
+	// error budget (see transaction).
+	Budget bool
 }
 
-// transaction sends one message to rcpts. With pipeline it writes MAIL and the
-// RCPTs in groups and reads their replies after each group; otherwise it waits
-// for each reply. It stops sending RCPTs after a reply that closes the
-// connection (421) or says the recipient limit is reached; those recipients are
-// left unanswered. DATA follows only if a recipient was accepted, else RSET.
-// An error means the connection failed; the result then holds what was answered.
-func (c *client) transaction(ctx context.Context, from string, rcpts []string, pipeline bool, body []byte) (txnResult, error) {
+// transaction sends one message to rcpts. It writes MAIL and the RCPTs in
+// groups of up to group commands (1: no pipelining) and reads their replies
+// after each group. Servers slow down or drop a session after a number of refused
+// commands (Postfix: 10 and 20, smtpd_soft/hard_error_limit); so once the
+// session has had an error, a group never holds more RCPTs than the budget has
+// left, and no more are sent once c.errors reaches budget (Budget is set; those
+// recipients are left unanswered). Sending also stops after a reply that closes
+// the connection (421) or says the recipient limit is reached. DATA follows only
+// if a recipient was accepted, else RSET. An error means the connection failed;
+// the result then holds what was answered.
+func (c *client) transaction(ctx context.Context, from string, rcpts []string, group, budget int, body []byte) (txnResult, error) {
 	res := txnResult{Rcpt: make([]reply, len(rcpts))}
 	lines := make([]string, 0, len(rcpts)+1)
 	lines = append(lines, "MAIL FROM:<"+from+">")
 	for _, r := range rcpts {
 		lines = append(lines, "RCPT TO:<"+r+">")
 	}
-	group := 1
-	if pipeline {
-		group = pipelineGroup
-	}
-	stopped := false // no more RCPTs: MAIL failed, 421, or the recipient limit
-	for i := 0; i < len(lines) && !stopped; i += group {
-		end := min(i+group, len(lines))
+	stopped := false // no more RCPTs: MAIL failed, 421, the recipient limit, the budget
+	for i := 0; i < len(lines) && !stopped; {
+		n := group
+		if group > 1 && c.errors > 0 {
+			n = min(group, max(budget-c.errors, 1))
+		}
+		end := min(i+n, len(lines))
 		if err := c.deadline(ctx); err != nil {
 			return res, err
 		}
@@ -419,11 +426,17 @@ func (c *client) transaction(ctx context.Context, from string, rcpts []string, p
 		if err := c.bw.Flush(); err != nil {
 			return res, c.fail(ctx, err)
 		}
-		res.Writes++
 		for j := i; j < end; j++ {
+			// Each reply gets the whole timeout: a server may pace its replies.
+			if err := c.deadline(ctx); err != nil {
+				return res, err
+			}
 			r, err := readReply(c.br)
 			if err != nil {
 				return res, c.fail(ctx, err)
+			}
+			if !r.ok() && classify(r) != outcomeTooMany {
+				c.errors++ // a recipient limit is learned, not repeated: not counted
 			}
 			if j == 0 {
 				res.Mail = r
@@ -441,6 +454,10 @@ func (c *client) transaction(ctx context.Context, from string, rcpts []string, p
 				c.dead = true
 				return res, nil
 			}
+		}
+		i = end
+		if !stopped && i < len(lines) && c.errors >= budget {
+			stopped, res.Budget = true, true
 		}
 	}
 	accepted := false
@@ -460,6 +477,7 @@ func (c *client) transaction(ctx context.Context, from string, rcpts []string, p
 		return res, err
 	}
 	if r.Code != 354 {
+		c.errors++
 		res.Data = r
 		return res, nil
 	}
@@ -475,6 +493,9 @@ func (c *client) transaction(ctx context.Context, from string, rcpts []string, p
 	}
 	if res.Data, err = readReply(c.br); err != nil {
 		return res, c.fail(ctx, err)
+	}
+	if !res.Data.ok() {
+		c.errors++
 	}
 	if res.Data.Code == 421 {
 		c.dead = true

@@ -71,7 +71,9 @@ type target struct {
 	misroute func(rcpt string) string
 
 	maxRcptPerRead atomic.Int64 // most RCPT commands seen in one read from a client
-	announced      sync.Map     // client addresses the PROXY headers claimed
+	mu             sync.Mutex
+	rcptPerConn    []int    // RCPT commands of each finished connection
+	announced      sync.Map // client addresses the PROXY headers claimed
 	wg             sync.WaitGroup
 }
 
@@ -209,12 +211,19 @@ func (tg *target) pipe(c net.Conn) {
 		}
 	}()
 	buf := make([]byte, 32<<10)
+	total := 0
+	defer func() {
+		tg.mu.Lock()
+		tg.rcptPerConn = append(tg.rcptPerConn, total)
+		tg.mu.Unlock()
+	}()
 	for {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := c.Read(buf)
 		if n > 0 {
 			tg.announced.Store(c.RemoteAddr().String(), true)
 			k := int64(bytes.Count(buf[:n], []byte("RCPT TO:")))
+			total += int(k)
 			for {
 				cur := tg.maxRcptPerRead.Load()
 				if k <= cur || tg.maxRcptPerRead.CompareAndSwap(cur, k) {

@@ -27,6 +27,12 @@ type Bulk struct {
 	// InFlight bounds the recipients sent but not yet judged, and with it the
 	// memory of a run, whatever the length of the list. Default 20000.
 	InFlight int `yaml:"in_flight"`
+	// ErrorsPerConnection is how many refused commands (5xx and 4xx replies) one
+	// connection may collect before it is replaced by a fresh one: servers slow
+	// down or drop a session after a few (Postfix after 10 and 20, Stalwart
+	// after 5). Expected refusals (route reject) are sent at most this many to
+	// a transaction. Default 4.
+	ErrorsPerConnection int `yaml:"errors_per_connection"`
 	// Pipelining is "auto" (pipeline MAIL and RCPT when the server offers
 	// PIPELINING; the default) or "off".
 	Pipelining string `yaml:"pipelining"`
@@ -83,6 +89,7 @@ func (b *Bulk) applyDefaults() {
 	setInt(&b.BatchSize, 100)
 	setInt(&b.InFlight, 20000)
 	setInt(&b.ObserveWorkers, 4)
+	setInt(&b.ErrorsPerConnection, 4)
 	setInt(&b.MaxListed, 1000)
 	if b.Retries == 0 {
 		b.Retries = 5
@@ -120,6 +127,7 @@ func (b *Bulk) validate(v *validator) {
 	between("bulk.retries", b.Retries, -1, 100)
 	between("bulk.in_flight", b.InFlight, 1, 10_000_000)
 	between("bulk.observe_workers", b.ObserveWorkers, 1, 64)
+	between("bulk.errors_per_connection", b.ErrorsPerConnection, 1, 1000)
 	between("bulk.max_listed", b.MaxListed, 0, 10_000_000)
 	if b.InFlight < b.BatchSize {
 		v.fail("bulk.in_flight", fmt.Sprintf("%d is smaller than bulk.batch_size (%d)", b.InFlight, b.BatchSize))
