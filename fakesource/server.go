@@ -156,6 +156,20 @@ type Server struct {
 	keptBytes     int64
 	bodyFloor     uint64
 	notify        chan struct{}
+
+	bufs sync.Pool // *[]byte of dataBufSize, for reading DATA bodies
+}
+
+// dataBufSize is the read buffer of a DATA body.
+const dataBufSize = 32 << 10
+
+// dataBuf returns a DATA read buffer; put it back in s.bufs.
+func (s *Server) dataBuf() *[]byte {
+	if bp, ok := s.bufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, dataBufSize)
+	return &b
 }
 
 // ErrStarted is returned by Listen when the server was already started.
@@ -599,7 +613,9 @@ func (c *recConn) Read(p []byte) (int, error) {
 			c.firstDone.Store(true)
 		}
 		c.proxy = isProxyHeader(c.first)
-		first := append([]byte(nil), c.first...)
+		// The bytes of c.first never change once read (later reads only
+		// append past this view's end), so the view is shared, not copied.
+		first := c.first[:len(c.first):len(c.first)]
 		proxy := c.proxy
 		if len(c.first) >= maxFirstBytes {
 			c.firstDone.Store(true)
@@ -652,17 +668,31 @@ func (c *recConn) Close() error {
 	return err
 }
 
+// firstBytes returns the first bytes so far, read-only: once complete
+// they never change and are shared, not copied.
 func (c *recConn) firstBytes() ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.firstDone.Load() {
+		return c.first[:len(c.first):len(c.first)], c.proxy
+	}
 	return append([]byte(nil), c.first...), c.proxy
 }
 
-// replies returns the replies so far and the verb the next one answers.
+// replies returns the replies so far (read-only) and the verb the next one
+// answers.
 func (c *recConn) replies() ([]Reply, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.tr.snapshot(), c.tr.pending()
+}
+
+// predict records r as the reply about to be written (see
+// transcript.predict) and returns the replies ending with it, read-only.
+func (c *recConn) predict(r Reply) []Reply {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tr.predict(r)
 }
 
 // pause waits Delay(command); it returns false if the server or the

@@ -1,10 +1,12 @@
 package fakesource
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -116,7 +118,9 @@ func (ss *session) Data(r io.Reader) error {
 	keeping := s.KeepBodyBytes > 0
 	var body []byte
 	var size int64
-	buf := make([]byte, 32<<10)
+	bp := s.dataBuf()
+	defer s.bufs.Put(bp)
+	buf := *bp
 	var readErr error
 	for {
 		n, err := r.Read(buf)
@@ -167,9 +171,9 @@ func (ss *session) Data(r io.Reader) error {
 	if ids := m.HeaderValues("Message-ID"); len(ids) > 0 {
 		m.MessageID = ids[0]
 	}
-	log := s.log.With("conn_id", m.ConnID, "from", m.From, "message_id", m.MessageID)
+	log := msgLogger{s.log, &m}
 	if readErr != nil {
-		m.Replies = append(m.Replies, dataReply(verb, readErr))
+		m.Replies = ss.c.predict(dataReply(verb, readErr))
 		s.recordRejected(m)
 		log.Info("message refused while reading data", "err", readErr)
 		return readErr
@@ -187,7 +191,7 @@ func (ss *session) Data(r io.Reader) error {
 	if s.DataErr != nil {
 		err = s.DataErr(&m)
 	}
-	m.Replies = append(m.Replies, dataReply(verb, err))
+	m.Replies = ss.c.predict(dataReply(verb, err))
 	if err != nil {
 		s.recordRejected(m)
 		log.Info("message rejected after data", "err", err)
@@ -200,6 +204,24 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	return nil
 }
+
+// msgLogger logs about a message with its connection, sender and
+// Message-ID, building those attributes only when the level is enabled.
+type msgLogger struct {
+	l *slog.Logger
+	m *Message
+}
+
+func (ml msgLogger) log(level slog.Level, msg string, args ...any) {
+	ctx := context.Background()
+	if !ml.l.Enabled(ctx, level) {
+		return
+	}
+	ml.l.With("conn_id", ml.m.ConnID, "from", ml.m.From, "message_id", ml.m.MessageID).Log(ctx, level, msg, args...)
+}
+
+func (ml msgLogger) Info(msg string, args ...any)  { ml.log(slog.LevelInfo, msg, args...) }
+func (ml msgLogger) Debug(msg string, args ...any) { ml.log(slog.LevelDebug, msg, args...) }
 
 // dataReply is the reply to verb (DATA or BDAT) that go-smtp gives when Data
 // returns err (it mirrors

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits that keep a transcript's memory bounded whatever the client sends.
@@ -53,11 +54,22 @@ type transcript struct {
 	delays    []string // verbs read since the caller last took them
 
 	// output side
-	out     []byte
-	lines   []string
-	banner  bool
+	out    []byte
+	lines  []string
+	banner bool
+	// replies is append-only: recorded messages share windows of it (see
+	// window), so an entry is never changed once written. When it is full
+	// and holds maxReplies or more, the latest maxReplies-1 move to a new
+	// array of replyArray entries, which bounds it and makes the move cheap
+	// per reply.
 	replies []Reply
+	// predicted reports that the last entry of replies is a reply the
+	// server is about to send (see predict), not yet seen on the wire.
+	predicted bool
 }
+
+// replyArray is the capacity of a new replies array after a move.
+const replyArray = 2 * maxReplies
 
 // input feeds bytes go-smtp read from the client.
 func (t *transcript) input(p []byte) {
@@ -201,7 +213,7 @@ func (t *transcript) commandLine() {
 func commandVerb(line string) (verb, arg string) {
 	line = strings.TrimRight(line, "\r\n")
 	switch {
-	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
+	case hasUpperPrefix(line, "STARTTLS"):
 		return "STARTTLS", ""
 	case len(line) == 4:
 		return strings.ToUpper(line), ""
@@ -209,6 +221,17 @@ func commandVerb(line string) (verb, arg string) {
 		return "", ""
 	}
 	return strings.ToUpper(line[:4]), strings.TrimSpace(line[5:])
+}
+
+// hasUpperPrefix is strings.HasPrefix(strings.ToUpper(line), prefix) for an
+// upper-case ASCII prefix, without allocating when line is ASCII.
+func hasUpperPrefix(line, prefix string) bool {
+	for i := 0; i < len(line); i++ {
+		if line[i] >= utf8.RuneSelf {
+			return strings.HasPrefix(strings.ToUpper(line), prefix)
+		}
+	}
+	return len(line) >= len(prefix) && strings.EqualFold(line[:len(prefix)], prefix)
 }
 
 // bdatSize mirrors go-smtp's handleBdat: it returns the chunk size that
@@ -273,19 +296,26 @@ func (t *transcript) replyLine(line string) {
 // splitEnhanced splits an RFC 3463 enhanced status code off the front of text.
 func splitEnhanced(text string) (enhanced, rest string) {
 	code, rest, _ := strings.Cut(text, " ")
-	parts := strings.Split(code, ".")
-	if len(parts) != 3 || len(parts[0]) != 1 || !strings.Contains("245", parts[0]) {
+	class, subject, ok1 := strings.Cut(code, ".")
+	subject, detail, ok2 := strings.Cut(subject, ".")
+	if !ok1 || !ok2 || len(class) != 1 || !strings.Contains("245", class) ||
+		!isCodePart(subject) || !isCodePart(detail) {
 		return "", text
 	}
-	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 {
-			return "", text
-		}
-		if _, err := strconv.Atoi(p); err != nil || p[0] == '-' || p[0] == '+' {
-			return "", text
+	return code, rest
+}
+
+// isCodePart reports whether p is one to three ASCII digits.
+func isCodePart(p string) bool {
+	if len(p) < 1 || len(p) > 3 {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if !isDigit(p[i]) {
+			return false
 		}
 	}
-	return code, rest
+	return true
 }
 
 // reply records a complete reply and resolves a held command.
@@ -298,10 +328,17 @@ func (t *transcript) reply(r Reply) {
 		r.Command = t.queue[0]
 		t.queue = t.queue[1:]
 	}
-	if len(t.replies) >= maxReplies {
-		t.replies = append(t.replies[:0], t.replies[1:]...)
+	if t.predicted {
+		t.predicted = false
+		if n := len(t.replies); t.replies[n-1] != r {
+			// A wrong prediction stays with the message it was given to;
+			// the transcript gets the real reply, in a new array.
+			t.replies = t.replies[: n-1 : n-1]
+			t.appendReply(r)
+		}
+	} else {
+		t.appendReply(r)
 	}
-	t.replies = append(t.replies, r)
 
 	if !t.holding || len(t.queue) > 0 || r.Command == "" {
 		return
@@ -344,7 +381,46 @@ func (t *transcript) pending() string {
 	return t.queue[0]
 }
 
-// snapshot returns a copy of the replies so far.
+// appendReply adds r to replies, moving the latest ones to a new array
+// when the current one is full and long enough.
+func (t *transcript) appendReply(r Reply) {
+	if n := len(t.replies); n == cap(t.replies) && n >= maxReplies {
+		moved := make([]Reply, maxReplies-1, replyArray)
+		copy(moved, t.replies[n-(maxReplies-1):])
+		t.replies = moved
+	}
+	t.replies = append(t.replies, r)
+}
+
+// window returns the latest maxReplies replies (at most). It shares the
+// transcript's array, whose entries never change, and its capacity ends
+// at its length, so an append to it copies.
+func (t *transcript) window() []Reply {
+	n := len(t.replies)
+	if n == 0 {
+		return nil
+	}
+	return t.replies[max(0, n-maxReplies):n:n]
+}
+
+// snapshot returns the replies so far (the latest maxReplies), read-only.
 func (t *transcript) snapshot() []Reply {
-	return append([]Reply(nil), t.replies...)
+	return t.window()
+}
+
+// predict records r as the reply about to answer the pending command and
+// returns the window that ends with it, read-only. When the reply is
+// written, reply confirms the prediction or, if it differs, replaces it
+// in the transcript (not in the returned window).
+func (t *transcript) predict(r Reply) []Reply {
+	if t.predicted {
+		// An unconfirmed earlier prediction (its write failed): keep it.
+		t.predicted = false
+	}
+	if r.Command == "" && len(t.queue) > 0 {
+		r.Command = t.queue[0]
+	}
+	t.appendReply(r)
+	t.predicted = true
+	return t.window()
 }

@@ -1,0 +1,83 @@
+package fakesource
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+)
+
+func TestTranscriptPredict(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		predicted Reply
+		wire      string
+		wantLast  Reply // the transcript's last reply after the wire reply
+	}{
+		{
+			name:      "confirmed",
+			predicted: Reply{Command: "NOOP", Code: 250, Enhanced: "2.0.0", Text: "OK"},
+			wire:      "250 2.0.0 OK\r\n",
+			wantLast:  Reply{Command: "NOOP", Code: 250, Enhanced: "2.0.0", Text: "OK"},
+		},
+		{
+			name:      "wrong",
+			predicted: Reply{Command: "NOOP", Code: 250, Enhanced: "2.0.0", Text: "predicted"},
+			wire:      "451 4.3.0 actual\r\n",
+			wantLast:  Reply{Command: "NOOP", Code: 451, Enhanced: "4.3.0", Text: "actual"},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var tr transcript
+			tr.output([]byte("220 banner\r\n"))
+			tr.input([]byte("NOOP\r\n"))
+			w := tr.predict(tt.predicted)
+			if got, want := len(w), 2; got != want {
+				t.Fatalf("len(predict window) = %d; want %d", got, want)
+			}
+			tr.output([]byte(tt.wire))
+			if got, want := len(tr.replies), 2; got != want {
+				t.Fatalf("len(replies) = %d; want %d (no duplicate of the predicted reply)", got, want)
+			}
+			if got := tr.replies[1]; got != tt.wantLast {
+				t.Errorf("transcript reply = %+v; want %+v", got, tt.wantLast)
+			}
+			if got := w[1]; got != tt.predicted {
+				t.Errorf("window reply = %+v; want the prediction %+v, unchanged", got, tt.predicted)
+			}
+			tr.input([]byte("NOOP\r\n"))
+			tr.output([]byte("250 2.0.0 again\r\n"))
+			if got, want := len(tr.replies), 3; got != want {
+				t.Errorf("len(replies) after another reply = %d; want %d", got, want)
+			}
+			if got := w[1]; got != tt.predicted {
+				t.Errorf("window reply after another reply = %+v; want %+v", got, tt.predicted)
+			}
+		})
+	}
+}
+
+func TestTranscriptWindow(t *testing.T) {
+	var tr transcript
+	tr.output([]byte("220 banner\r\n"))
+	var windows [][]Reply
+	var all []Reply
+	all = append(all, Reply{Command: "CONNECT", Code: 220, Text: "banner"})
+	const n = 3*replyArray + 7
+	for i := range n {
+		tr.input([]byte("NOOP\r\n"))
+		tr.output(fmt.Appendf(nil, "250 reply %d\r\n", i))
+		all = append(all, Reply{Command: "NOOP", Code: 250, Text: fmt.Sprintf("reply %d", i)})
+		windows = append(windows, tr.snapshot())
+		if len(tr.replies) > replyArray || cap(tr.replies) > replyArray {
+			t.Fatalf("after %d replies: len %d, cap %d; want both <= %d", i+2, len(tr.replies), cap(tr.replies), replyArray)
+		}
+	}
+	// Every window taken is still the latest maxReplies replies of its time.
+	for i, w := range windows {
+		end := i + 2
+		want := all[max(0, end-maxReplies):end]
+		if !reflect.DeepEqual(w, want) {
+			t.Fatalf("window %d: len %d, first %+v; want len %d, first %+v", i, len(w), w[0], len(want), want[0])
+		}
+	}
+}
