@@ -75,6 +75,15 @@ func TestVerifyReferenceTarget(t *testing.T) {
 		t.Errorf("junit tests=%d failures=%d errors=%d skipped=%d; want %d tests, all passed",
 			ju.Tests, ju.Failures, ju.Errors, ju.Skipped, len(j.checks))
 	}
+	if len(ju.Suites) != 1 || len(ju.Suites[0].Cases) != len(j.checks) {
+		t.Fatalf("junit has %d suites; want 1 with %d testcases", len(ju.Suites), len(j.checks))
+	}
+	for i, c := range ju.Suites[0].Cases {
+		if c.Name != j.checks[i].Name || c.Failure != nil || c.Error != nil || c.Skipped != nil {
+			t.Errorf("junit testcase %d = %s (failure %v, error %v, skipped %v); want %s, passed",
+				i, c.Name, c.Failure != nil, c.Error != nil, c.Skipped != nil, j.checks[i].Name)
+		}
+	}
 	noSecrets(t, tgt.passwords, map[string]string{"stdout": r.stdout, "stderr": r.stderr, "junit": junitText})
 
 	// The table a person reads (what make demo prints), with debug logs: still no secrets.
