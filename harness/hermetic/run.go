@@ -116,7 +116,8 @@ func (r *Result) Mismatch() error {
 //  4. starts Stalwart headless with STALWART_PUBLIC_URL, and bootstraps it: the
 //     domains, SystemSettings with proxyTrustedNetworks = the proxy relay's /32,
 //     the submission listener, a stdout tracer, the Custom DNS resolver pointing at
-//     the fake DNS, the local accounts with random passwords;
+//     the fake DNS, the local accounts with random passwords, and no inbound
+//     throttles (the probes announce one client address and go out together);
 //  5. applies the migration (allowRelaying, the "source" relay route to the fake
 //     source, the route expression) as `splitcheck apply` does;
 //  6. restarts Stalwart so the listener and the proxy trust take effect, and checks
@@ -286,6 +287,8 @@ func run(parent context.Context, o Options) (res *Result, err error) {
 		TrustedProxies: []netip.Prefix{layout.TrustedProxy},
 		DNS:            layout.FakeDNS,
 		Accounts:       accts,
+		// The probes announce one client address and go out together.
+		DisableInboundThrottles: true,
 	})
 	if err != nil {
 		return res, fmt.Errorf("hermetic: %w", err)

@@ -300,6 +300,7 @@ const (
 	objNetworkListener = "x:NetworkListener"
 	objTracer          = "x:Tracer"
 	objDNSResolver     = "x:DnsResolver"
+	objInboundThrottle = "x:MtaInboundThrottle"
 )
 
 // SubmissionListenerName is the listener Bootstrap creates on port 587.
@@ -320,6 +321,11 @@ type BootstrapConfig struct {
 	// Accounts are User accounts created with these passwords (or given them, when
 	// they exist), for local-delivery probes and authenticated submission.
 	Accounts []BootstrapAccount
+	// DisableInboundThrottles turns off every enabled MtaInboundThrottle. The
+	// seeded ones allow 5 connections a second per client address, which a
+	// burst of probes announcing one address exceeds; a throwaway server checks
+	// routing, not rate limits.
+	DisableInboundThrottles bool
 }
 
 // BootstrapAccount is one account Bootstrap creates.
@@ -335,7 +341,8 @@ type BootstrapAccount struct {
 // defaultDomainId and proxyTrustedNetworks together); a submission listener on
 // port 587 when no listener binds it; a Stdout tracer when there is none (so the
 // container's output carries the server's log); the Custom DNS resolver; the
-// accounts; then ReloadSettings and InvalidateCaches. Each step reads first and
+// accounts; the inbound throttles when asked; then ReloadSettings and
+// InvalidateCaches. Each step reads first and
 // writes only what is missing or different, so a second Bootstrap writes nothing
 // new.
 //
@@ -374,6 +381,11 @@ func Bootstrap(ctx context.Context, cl *Client, cfg BootstrapConfig) error {
 	}
 	for _, a := range cfg.Accounts {
 		if err := ensureAccount(ctx, cl, a, domainIDs); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	if cfg.DisableInboundThrottles {
+		if err := disableInboundThrottles(ctx, cl); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 	}
@@ -583,6 +595,30 @@ func ensureAccount(ctx context.Context, cl *Client, a BootstrapAccount, domainID
 	}}}
 	if _, err := cl.Set(ctx, ObjAccount, req); err != nil {
 		return fmt.Errorf("create account %s: %w", a.Address, err)
+	}
+	return nil
+}
+
+func disableInboundThrottles(ctx context.Context, cl *Client) error {
+	list, err := cl.QueryGet(ctx, objInboundThrottle, nil, "id", "enable")
+	if err != nil {
+		return fmt.Errorf("list inbound throttles: %w", err)
+	}
+	update := map[string]any{}
+	for _, raw := range list {
+		var t struct {
+			ID     string `json:"id"`
+			Enable *bool  `json:"enable"`
+		}
+		if json.Unmarshal(raw, &t) == nil && t.ID != "" && (t.Enable == nil || *t.Enable) {
+			update[t.ID] = map[string]any{"enable": false}
+		}
+	}
+	if len(update) == 0 {
+		return nil
+	}
+	if _, err := cl.Set(ctx, objInboundThrottle, SetRequest{Update: update}); err != nil {
+		return fmt.Errorf("disable inbound throttles: %w", err)
 	}
 	return nil
 }

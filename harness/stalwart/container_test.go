@@ -468,6 +468,48 @@ func TestBootstrapKeepsExistingListenerAndWizardSettings(t *testing.T) {
 	}
 }
 
+func TestBootstrapDisablesInboundThrottles(t *testing.T) {
+	srv := stalwarttest.NewServer()
+	t.Cleanup(srv.Close)
+	var ids []string
+	for _, seed := range []map[string]any{
+		{"description": "per client address", "key": map[string]any{"remoteIp": true}, "rate": map[string]any{"count": 5, "period": 1000}},
+		{"description": "already off", "enable": false, "rate": map[string]any{"count": 25, "period": 3600000}},
+	} {
+		id, err := srv.Seed("x:MtaInboundThrottle", seed)
+		if err != nil {
+			t.Fatalf("seed throttle: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	cfg := bootstrapConfig()
+	cfg.DNS, cfg.Accounts = netip.AddrPort{}, nil
+	cfg.DisableInboundThrottles = true
+	if err := stalwart.Bootstrap(t.Context(), fakeClient(srv), cfg); err != nil {
+		t.Fatalf("Bootstrap: %v", err)
+	}
+	for _, id := range ids {
+		if got := srv.Object("x:MtaInboundThrottle", id)["enable"]; got != false {
+			t.Errorf("throttle %s enable = %v; want false", id, got)
+		}
+	}
+	if v := srv.Violations(); len(v) > 0 {
+		t.Errorf("requests the real server would refuse: %q", v)
+	}
+	var updates int
+	for _, c := range srv.Calls() {
+		if c.Name == "x:MtaInboundThrottle/set" {
+			updates++
+			if strings.Contains(string(c.Args), ids[1]) {
+				t.Errorf("updated the throttle that was already off: %s", c.Args)
+			}
+		}
+	}
+	if updates != 1 {
+		t.Errorf("%d x:MtaInboundThrottle/set calls; want 1", updates)
+	}
+}
+
 func TestBootstrapErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
