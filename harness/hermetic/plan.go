@@ -145,8 +145,9 @@ func verifyConfig(s settings) (*config.Config, error) {
 			"mode":    config.ModeRehearsal,
 			"domains": s.plan.Domains,
 			"source": map[string]any{
-				"address": s.layout.FakeSource.Addr().String(),
-				"port":    int(s.layout.FakeSource.Port()),
+				"address":             s.layout.FakeSource.Addr().String(),
+				"port":                int(s.layout.FakeSource.Port()),
+				"allow_invalid_certs": true,
 			},
 			"rehearsal_source":       s.layout.FakeSource.String(),
 			"proxy_trusted_networks": []string{s.layout.TrustedProxy.String()},

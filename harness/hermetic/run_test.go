@@ -35,6 +35,8 @@ import (
 type fakeEngine struct {
 	mgmt    *stalwarttest.Server
 	mgmtURL string
+	// resolver returns the arguments of each x:DnsResolver/set the shim answered.
+	resolver func() []string
 
 	checkErr error
 	// fail makes a step fail: "network", "topology", "hostaddrs", "reserve",
@@ -219,18 +221,22 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	srv.PublicURL = DefaultPlan().PublicURL()
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &fakeEngine{mgmt: srv, mgmtURL: resolverShim(t, srv)}
+	u, calls := resolverShim(t, srv)
+	return &fakeEngine{mgmt: srv, mgmtURL: u, resolver: calls}
 }
 
 // resolverShim answers x:DnsResolver/set in front of the fake (which does not model
 // switching the resolver singleton to its Custom variant) and passes the rest on.
-func resolverShim(t *testing.T, srv *stalwarttest.Server) string {
+// It returns its URL and a function listing the arguments of each such call.
+func resolverShim(t *testing.T, srv *stalwarttest.Server) (string, func() []string) {
 	t.Helper()
 	target, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	var calls []string
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
@@ -242,6 +248,9 @@ func resolverShim(t *testing.T, srv *stalwarttest.Server) string {
 		}
 		if r.Method == http.MethodPost && json.Unmarshal(body, &req) == nil && len(req.MethodCalls) == 1 &&
 			string(req.MethodCalls[0][0]) == `"x:DnsResolver/set"` {
+			mu.Lock()
+			calls = append(calls, string(req.MethodCalls[0][1]))
+			mu.Unlock()
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprintf(w, `{"methodResponses":[["x:DnsResolver/set",{"updated":{"singleton":null}},%s]],"sessionState":"s"}`, req.MethodCalls[0][2])
 			return
@@ -250,7 +259,11 @@ func resolverShim(t *testing.T, srv *stalwarttest.Server) string {
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(ts.Close)
-	return ts.URL
+	return ts.URL, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(calls)
+	}
 }
 
 // fakeVerify records the configuration and answers with verdicts, an error, or
@@ -385,9 +398,17 @@ func TestRunSuccess(t *testing.T) {
 	if dom == nil || dom["allowRelaying"] != true {
 		t.Errorf("domain = %v; want allowRelaying", dom)
 	}
+	if route != nil && route["allowInvalidCerts"] != true {
+		t.Errorf("source route allowInvalidCerts = %v; want true", route["allowInvalidCerts"])
+	}
 	sys, _ := e.mgmt.Singleton("x:SystemSettings")
 	if got := fmt.Sprint(sys["proxyTrustedNetworks"]); got != "map[172.18.0.2:true]" {
 		t.Errorf("proxyTrustedNetworks = %s; want exactly the proxy relay", got)
+	}
+	// Stalwart resolves through the fake DNS, on the gateway, at its own port.
+	wantDNS := `{"update":{"singleton":{"@type":"Custom","servers":{"0":{"address":"172.18.0.1","port":40003,"protocol":"udp"}}}}}`
+	if got := e.resolver(); len(got) != 1 || got[0] != wantDNS {
+		t.Errorf("x:DnsResolver/set calls = %q; want %s", got, wantDNS)
 	}
 	if vs := e.mgmt.Violations(); len(vs) > 0 {
 		t.Errorf("requests the real server would refuse: %q", vs)
