@@ -239,6 +239,8 @@ func (t *Target) mainCF(cert, key string) string {
 		"alias_maps =",
 		"alias_database =",
 		"biff = no",
+		// alice+tag@ is alice's: transport_maps and the LMTP user are looked up without the extension.
+		"recipient_delimiter = +",
 		"smtpd_peername_lookup = no",
 		"relay_domains = " + o.Domain,
 		"relay_recipient_maps = " + relayRecipients,
