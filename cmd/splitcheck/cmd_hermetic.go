@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/harness/config"
@@ -67,11 +69,21 @@ func hermeticRunE(cmd *cobra.Command, ios *ioStreams, opts hermeticOptions) erro
 		return err
 	}
 	opts.logger, opts.progress = logger, progress
+	// testcontainers-go prints its own progress (network, reaper) through a
+	// process-wide logger: send it to ours, at debug level, for this command.
+	tclog.SetDefault(tcSlog{logger})
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	return runHermetic(ctx, ios, opts)
+}
+
+// tcSlog is testcontainers' logger interface on top of slog, at debug level.
+type tcSlog struct{ l *slog.Logger }
+
+func (t tcSlog) Printf(format string, args ...any) {
+	t.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "testcontainers")
 }
 
 // runHermetic starts Stalwart and everything around it in Docker, runs every check,

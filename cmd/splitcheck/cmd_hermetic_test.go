@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	tclog "github.com/testcontainers/testcontainers-go/log"
 
 	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/harness/hermetic"
@@ -286,6 +287,7 @@ func TestHermeticFlagsAndRunE(t *testing.T) {
 	opts.run = f.run
 	ios, out, _ := hermeticIO()
 	cmd.SetContext(t.Context())
+	defer tclog.SetDefault(tclog.Default()) // hermeticRunE reroutes testcontainers' logger
 	if err := hermeticRunE(cmd, ios, opts); err != nil {
 		t.Fatalf("hermeticRunE: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
@@ -75,7 +76,7 @@ type dockerEngine struct {
 type tcLogger struct{ l *slog.Logger }
 
 func (t tcLogger) Printf(format string, v ...any) {
-	t.l.Debug(fmt.Sprintf(format, v...), "component", "testcontainers")
+	t.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "testcontainers")
 }
 
 func (e dockerEngine) check(ctx context.Context) error { return CheckDocker(ctx) }
