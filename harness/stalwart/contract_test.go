@@ -242,8 +242,8 @@ func TestFreshServerFirstSystemSettingsWrite(t *testing.T) {
 	ctx := context.Background()
 	noHost := f.d
 	noHost.DefaultHostname = ""
-	if _, err := f.c.Plan(ctx, noHost); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "default_hostname") {
-		t.Errorf("plan without a hostname on a fresh server = %v; want ErrConflict naming migration.default_hostname", err)
+	if _, err := f.c.Plan(ctx, noHost); !errors.Is(err, ErrNoDefaultHostname) || !strings.Contains(err.Error(), "default_hostname") {
+		t.Errorf("plan without a hostname on a fresh server = %v; want ErrNoDefaultHostname naming migration.default_hostname", err)
 	}
 	before := f.srv.Dump()
 	res, err := f.c.Apply(ctx, f.d, ApplyOptions{SnapshotPath: f.snapPath("s.json"), Hermetic: true})

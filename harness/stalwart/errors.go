@@ -19,6 +19,10 @@ var (
 	// ErrConflict means the live state cannot be brought to the wanted state safely
 	// (for example a route named "source" that is not a relay).
 	ErrConflict = errors.New("stalwart: live state conflicts with the migration")
+	// ErrNoDefaultHostname means the server's SystemSettings were never saved, so
+	// the first write must carry defaultHostname, and none was configured.
+	ErrNoDefaultHostname = errors.New("stalwart: SystemSettings was never saved, so the first write must carry defaultHostname: " +
+		"set migration.default_hostname (or target.hostname)")
 )
 
 // AuthError is an HTTP 401: the credentials were refused. It names which

@@ -286,8 +286,7 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 			needDomain := st.System.DefaultDomainID == ""
 			if needHost {
 				if d.DefaultHostname == "" {
-					return nil, nil, fmt.Errorf("%w: SystemSettings was never saved, so the first write must carry defaultHostname: "+
-						"set migration.default_hostname (or target.hostname)", ErrConflict)
+					return nil, nil, ErrNoDefaultHostname
 				}
 				s.changes = append(s.changes, Change{Step: StepSystem, Object: ObjSystemSettings, ID: SingletonID, Name: SingletonID,
 					Op: OpUpdate, Field: "defaultHostname", Wanted: jsonText(d.DefaultHostname)})

@@ -189,13 +189,13 @@ func restoreSteps(snap *Snapshot, st *State, inApply bool) ([]*step, []string) {
 					}
 				}
 				patch[k] = bv
-				cur, want := jsonText(lv), jsonText(bv)
+				cur, want, cli := jsonText(lv), jsonText(bv), jsonOrPlain(bv)
 				if k == "authSecret" {
-					cur, want = redactedJSON(lv), redactedJSON(bv)
+					cur, want, cli = redactedJSON(lv), redactedJSON(bv), redactedJSON(bv)
 				}
 				s.changes = append(s.changes, Change{Step: StepRelay, Object: ObjMtaRoute, ID: st.Relay.ID, Name: r.Name, Op: OpUpdate,
 					Field: k, Current: cur, Wanted: want,
-					CLI: cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{k, jsonOrPlain(want)}})})
+					CLI: cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{k, cli}})})
 			}
 			if len(patch) > 0 {
 				id := st.Relay.ID

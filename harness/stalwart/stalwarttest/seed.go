@@ -120,16 +120,21 @@ func (s *Server) Singleton(object string) (map[string]any, bool) {
 
 // Dump is the registry as canonical JSON, for comparing states before and after:
 // every stored object, and every singleton whose value differs from its default.
-// Empty Lists, Sets and Maps are left out, so a value cleared with {} equals one
-// never set.
+// Nulls and empty Lists, Sets and Maps are left out, so a value cleared with null
+// or {} equals one never set.
 func (s *Server) Dump() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]any{}
 	for name, objs := range s.st.objects {
-		if len(objs) > 0 {
-			out[name] = pruneEmpty(deepCopy(objs))
+		if len(objs) == 0 {
+			continue
 		}
+		m := map[string]any{}
+		for id, v := range objs {
+			m[id] = pruneEmpty(deepCopy(v))
+		}
+		out[name] = m
 	}
 	for name, v := range s.st.singletons {
 		def := s.st.withDefaults(name, map[string]any{})
@@ -148,7 +153,7 @@ func pruneEmpty(v any) any {
 	}
 	for k, item := range m {
 		item = pruneEmpty(item)
-		if sub, ok := item.(map[string]any); ok && len(sub) == 0 {
+		if sub, ok := item.(map[string]any); (ok && len(sub) == 0) || item == nil {
 			delete(m, k)
 			continue
 		}
