@@ -54,7 +54,7 @@ func startEnv(ctx context.Context, cfg *config.Config, n needs, log *slog.Logger
 		}
 	}()
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("start fakes: %w", context.Cause(ctx))
+		return e, fmt.Errorf("start fakes: %w", context.Cause(ctx))
 	}
 	timeout := cfg.Timeouts.Connect
 	if e.source, err = startSink(cfg.Fakes.Source, "fake-source.splitcheck.test", timeout, log.With("fake", "source")); err != nil {
@@ -170,6 +170,9 @@ func (e *env) places(local Observer) []place {
 
 // close stops everything startEnv started and waits for it.
 func (e *env) close() {
+	if e == nil {
+		return
+	}
 	if e.proxy != nil {
 		if err := e.proxy.Close(); err != nil {
 			e.log.Debug("close proxy", "err", err)

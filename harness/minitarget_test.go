@@ -1,0 +1,382 @@
+package harness_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/miekg/dns"
+	"github.com/pires/go-proxyproto"
+
+	"github.com/splitcheck/splitcheck/harness/config"
+	"github.com/splitcheck/splitcheck/scenarios"
+)
+
+// miniTarget is a tiny split-delivery MTA for the engine's tests, built from go-smtp,
+// go-proxyproto and an in-memory IMAP server: local accounts are delivered into
+// mailboxes, the rest of the domain is relayed to the source, other domains go to
+// their MX (looked up in the fake DNS) when the sender is authenticated and are
+// refused otherwise. A mutation breaks one rule.
+type miniTarget struct {
+	domain   string
+	accounts []string // addresses; the password of each is "pw-" + address
+	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local"
+
+	// Where the target delivers, chosen before the harness binds them.
+	source, dns string
+	mxPort      string
+
+	// Where the target listens.
+	proxyAddr, plainAddr, submissionAddr, imapAddr string
+
+	mem     *imapmemserver.Server
+	users   map[string]*imapmemserver.User
+	imapSrv *imapserver.Server
+	smtps   []*smtp.Server
+	wg      sync.WaitGroup // serve loops and deliveries
+}
+
+func startMini(t *testing.T, mutation string) *miniTarget {
+	t.Helper()
+	m := &miniTarget{
+		domain:   "example.org",
+		accounts: []string{"alice@example.org", "dave@example.org"},
+		mutation: mutation,
+		source:   freeTCP(t), dns: freeUDP(t),
+		users: map[string]*imapmemserver.User{},
+	}
+	_, m.mxPort, _ = net.SplitHostPort(freeTCP(t))
+
+	m.mem = imapmemserver.New()
+	for _, a := range m.accounts {
+		u := imapmemserver.NewUser(a, "pw-"+a)
+		if err := u.Create("INBOX", nil); err != nil {
+			t.Fatal(err)
+		}
+		m.mem.AddUser(u)
+		m.users[a] = u
+	}
+	m.imapSrv = imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return m.mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
+		InsecureAuth: true,
+		Logger:       nopLogger{},
+	})
+	imapLn := listen(t)
+	m.imapAddr = imapLn.Addr().String()
+	m.serve(func() { _ = m.imapSrv.Serve(imapLn) })
+
+	policy := proxyproto.ConnPolicyFunc(func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if mutation == "proxy-ignored" {
+			return proxyproto.USE, nil // a header is optional, and its address unused
+		}
+		return proxyproto.REQUIRE, nil
+	})
+	proxyLn := &proxyproto.Listener{Listener: listen(t), ConnPolicy: policy, ReadHeaderTimeout: 2 * time.Second}
+	m.proxyAddr = proxyLn.Addr().String()
+	plainLn, subLn := listen(t), listen(t)
+	m.plainAddr, m.submissionAddr = plainLn.Addr().String(), subLn.Addr().String()
+	for _, l := range []struct {
+		ln         net.Listener
+		submission bool
+	}{{proxyLn, false}, {plainLn, false}, {subLn, true}} {
+		srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+			return &miniSession{m: m, c: c, submission: l.submission}, nil
+		}))
+		srv.Domain = "mini.test"
+		srv.AllowInsecureAuth = true
+		srv.ReadTimeout, srv.WriteTimeout = 5*time.Second, 5*time.Second
+		srv.ErrorLog = nopLogger{}
+		m.smtps = append(m.smtps, srv)
+		m.serve(func() { _ = srv.Serve(l.ln) })
+	}
+	t.Cleanup(m.close)
+	return m
+}
+
+func (m *miniTarget) serve(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+}
+
+func (m *miniTarget) close() {
+	for _, s := range m.smtps {
+		s.Close()
+	}
+	m.imapSrv.Close()
+	m.wg.Wait()
+}
+
+// config is a run description for this target; absence and delivery are short.
+func (m *miniTarget) config(t *testing.T) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+target:
+  smtp: %s
+  plain_smtp: %s
+  submission: %s
+  submission_tls: none
+plan:
+  domains: [example.org]
+  local:
+    - address: alice@example.org
+      mailbox: {address: %s, password: pw-alice@example.org}
+    - address: dave@example.org
+      mailbox: {address: %s, password: pw-dave@example.org}
+  unmigrated: [bob@example.org]
+  external: [erin@external.test]
+submitter: {username: alice@example.org, password: pw-alice@example.org, mechanism: login}
+fakes:
+  source: %s
+  mx: 127.0.0.1:%s
+  dns: %s
+proxy:
+  version: 1
+  announce: 198.51.100.7
+timeouts:
+  connect: 2s
+  delivery: 2s
+  absence: 150ms
+  run: 30s
+`, m.proxyAddr, m.plainAddr, m.submissionAddr, m.imapAddr, m.imapAddr, m.source, m.mxPort, m.dns)
+	cfg, err := config.Parse("mini.yaml", []byte(y), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// miniSession is one SMTP session of the mini target.
+type miniSession struct {
+	m          *miniTarget
+	c          *smtp.Conn
+	submission bool
+	authed     bool
+	from       string
+	rcpts      []string
+}
+
+func (s *miniSession) AuthMechanisms() []string {
+	if !s.submission {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (s *miniSession) Auth(mech string) (sasl.Server, error) {
+	check := func(user, pass string) error {
+		if pass != "pw-"+user {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication failed"}
+		}
+		s.authed = true
+		return nil
+	}
+	if mech == sasl.Login {
+		return &loginServer{check: check}, nil
+	}
+	return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
+}
+
+// loginServer is the server side of AUTH LOGIN.
+type loginServer struct {
+	check func(user, pass string) error
+	user  string
+	step  int
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(resp) > 0 {
+			l.user = string(resp)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user = string(resp)
+		l.step++
+		return []byte("Password:"), false, nil
+	default:
+		return nil, true, l.check(l.user, string(resp))
+	}
+}
+
+func (s *miniSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.submission && !s.authed {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	s.from = from
+	return nil
+}
+
+func (s *miniSession) route(rcpt string) scenarios.Route {
+	c := scenarios.Canonical(rcpt)
+	for i, a := range s.m.accounts {
+		if a == c {
+			if i == 0 && s.m.mutation == "local-relayed" {
+				return scenarios.RouteSource
+			}
+			return scenarios.RouteLocal
+		}
+	}
+	if strings.HasSuffix(c, "@"+s.m.domain) {
+		return scenarios.RouteSource
+	}
+	if s.authed || s.m.mutation == "open-relay" {
+		return scenarios.RouteMX
+	}
+	return scenarios.RouteReject
+}
+
+func (s *miniSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.route(to) == scenarios.RouteReject {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + ">: Relay access denied"}
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+func (s *miniSession) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	client := s.c.Conn().RemoteAddr()
+	if s.m.mutation == "proxy-ignored" {
+		if pc, ok := s.c.Conn().(*proxyproto.Conn); ok {
+			client = pc.Raw().RemoteAddr()
+		}
+	}
+	host, _, _ := net.SplitHostPort(client.String())
+	msg := append([]byte(fmt.Sprintf("Received: from %s (unknown [%s])\r\n\tby mini.test with ESMTP\r\n", s.c.Hostname(), host)), body...)
+	m := s.m
+	for _, rc := range s.rcpts {
+		switch s.route(rc) {
+		case scenarios.RouteLocal:
+			u := m.users[scenarios.Canonical(rc)]
+			copies := 1
+			if m.mutation == "duplicate-local" {
+				copies = 2
+			}
+			for range copies {
+				if _, err := u.Append("INBOX", bytes.NewReader(msg), &imap.AppendOptions{}); err != nil {
+					return err
+				}
+			}
+		case scenarios.RouteSource:
+			m.deliver(m.source, s.from, rc, msg)
+		case scenarios.RouteMX:
+			if m.mutation == "drop-external" {
+				continue
+			}
+			m.serve(func() {
+				ip, err := m.lookupMX(rc)
+				if err == nil {
+					err = relay(net.JoinHostPort(ip, m.mxPort), s.from, rc, msg)
+				}
+				_ = err // a lost message is what the harness must notice
+			})
+		}
+	}
+	return nil
+}
+
+func (s *miniSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *miniSession) Logout() error { return nil }
+
+// deliver relays msg in the background, like a queue.
+func (m *miniTarget) deliver(addr, from, rcpt string, msg []byte) {
+	m.serve(func() { _ = relay(addr, from, rcpt, msg) })
+}
+
+func relay(addr, from, rcpt string, msg []byte) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.CommandTimeout, c.SubmissionTimeout = 5*time.Second, 5*time.Second
+	if err := c.Hello("mini.test"); err != nil {
+		return err
+	}
+	if err := c.SendMail(from, []string{rcpt}, bytes.NewReader(msg)); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// lookupMX asks the fake DNS for rcpt's domain's MX, then its A record.
+func (m *miniTarget) lookupMX(rcpt string) (string, error) {
+	_, domain, _ := strings.Cut(rcpt, "@")
+	c := &dns.Client{Timeout: 2 * time.Second}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(domain), dns.TypeMX)
+	r, _, err := c.Exchange(q, m.dns)
+	if err != nil {
+		return "", err
+	}
+	for _, rr := range r.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			q.SetQuestion(mx.Mx, dns.TypeA)
+			r, _, err := c.Exchange(q, m.dns)
+			if err != nil {
+				return "", err
+			}
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					return a.A.String(), nil
+				}
+			}
+		}
+	}
+	return "", errors.New("no MX")
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+func (nopLogger) Println(...any)        {}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// freeTCP and freeUDP return a loopback address that was just free.
+func freeTCP(t *testing.T) string {
+	ln := listen(t)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
+}
