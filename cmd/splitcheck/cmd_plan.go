@@ -135,6 +135,8 @@ func (st *stalwartSetup) wrap(name string, err error) error {
 		return &config.Error{File: st.cfg.File, Field: "migration.default_hostname", Msg: err.Error()}
 	case errors.Is(err, stalwart.ErrSnapshotExists):
 		return &usageError{err}
+	case errors.As(err, new(*stalwart.ApplyError)):
+		return err // "stalwart: apply failed at step ...: ...; restored the snapshot"
 	}
 	return fmt.Errorf("%s: %w", name, err)
 }

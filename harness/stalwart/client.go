@@ -383,8 +383,8 @@ func (c *Client) once(ctx context.Context, method, endpoint string, body []byte)
 	start := time.Now()
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		// *url.Error carries the URL only; credentials are in headers, never in it.
-		return nil, fmt.Errorf("stalwart: %s %s: %w", method, endpoint, err)
+		// *url.Error names the method and URL; credentials are in headers, never in it.
+		return nil, fmt.Errorf("stalwart: %w", err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))

@@ -203,7 +203,7 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 			}
 			obj[f.key] = f.value
 			shown[f.key] = f.shown
-			fields = append(fields, cliField{f.key, jsonOrPlain(f.shown)})
+			fields = append(fields, cliField{f.key, f.cliValue()})
 		}
 		steps = append(steps, &step{name: StepRelay,
 			changes: []Change{{Step: StepRelay, Object: ObjMtaRoute, Name: d.Relay.Name, Op: OpCreate, Wanted: jsonText(shown),
@@ -237,13 +237,13 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 			if !has {
 				curShown = ""
 			}
-			wantShown := f.shown
+			wantShown, cli := f.shown, f.cliValue()
 			if f.absent {
-				wantShown = f.clear
+				wantShown, cli = f.clear, jsonOrPlain(f.clear)
 			}
 			s.changes = append(s.changes, Change{Step: StepRelay, Object: ObjMtaRoute, ID: st.Relay.ID, Name: d.Relay.Name,
 				Op: OpUpdate, Field: f.key, Current: curShown, Wanted: jsonText(wantShown), Destructive: true,
-				CLI: cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{f.key, jsonOrPlain(wantShown)}})})
+				CLI: cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{f.key, cli}})})
 		}
 		if len(patch) > 0 {
 			id := st.Relay.ID
@@ -375,11 +375,25 @@ type relayField struct {
 	absent bool // the field should be unset; clear is the value that unsets it
 	clear  any
 	secret bool
+	cli    any // what the stalwart-cli line shows, when not shown
+}
+
+func (f relayField) cliValue() string {
+	if f.cli != nil {
+		return jsonOrPlain(f.cli)
+	}
+	return jsonOrPlain(f.shown)
 }
 
 const redactedText = "(redacted)"
 
 func wantedRelayFields(r Relay) []relayField {
+	if r.Port == 0 {
+		r.Port = 25
+	}
+	if r.Protocol == "" {
+		r.Protocol = "smtp"
+	}
 	out := []relayField{
 		{key: "address", value: r.Address, shown: r.Address},
 		{key: "port", value: r.Port, shown: r.Port},
@@ -390,7 +404,8 @@ func wantedRelayFields(r Relay) []relayField {
 	if r.AuthUsername != "" {
 		out = append(out,
 			relayField{key: "authUsername", value: r.AuthUsername, shown: r.AuthUsername},
-			relayField{key: "authSecret", value: secretValue(r.AuthSecret.Value()), shown: secretValue(redactedText), secret: true})
+			relayField{key: "authSecret", value: secretValue(r.AuthSecret.Value()), shown: secretValue(redactedText),
+				cli: secretValue("<secret>"), secret: true})
 	} else {
 		out = append(out,
 			relayField{key: "authUsername", absent: true, clear: nil},
