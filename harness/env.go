@@ -20,7 +20,7 @@ import (
 
 // needs says which parts of the environment the probes use.
 type needs struct {
-	proxy, submission, mx bool
+	proxy, submission bool
 	// external are the domains the fake DNS answers for.
 	external []string
 }

@@ -284,9 +284,6 @@ func (r *run) needs() needs {
 		case scenarios.EntryProxy:
 			n.proxy = true
 		}
-		if c.Expect == scenarios.RouteMX {
-			n.mx = true
-		}
 	}
 	seen := map[string]bool{}
 	addDomain := func(addr string) {

@@ -69,7 +69,7 @@ timeouts:
 
 // requireTarget fails the test when the reference target cannot run here, unless
 // SPLITCHECK_SKIP_E2E=1 asks to skip it (CI never sets it).
-func requireTarget(t *testing.T) {
+func requireTarget(t testing.TB) {
 	t.Helper()
 	if err := reftarget.Available(); err != nil {
 		if os.Getenv("SPLITCHECK_SKIP_E2E") == "1" {
@@ -81,7 +81,7 @@ func requireTarget(t *testing.T) {
 
 // startE2E starts the reference target with a mutation and returns the matching
 // config.
-func startE2E(t *testing.T, m reftarget.Mutation) *config.Config {
+func startE2E(t testing.TB, m reftarget.Mutation) *config.Config {
 	t.Helper()
 	requireTarget(t)
 	pw := map[string]string{"PW_ALICE": password(), "PW_DAVE": password()}
@@ -126,7 +126,7 @@ func password() string {
 	return "Pw-" + hex.EncodeToString(b[:])
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if !testing.Verbose() {
 		return nil
 	}
@@ -211,4 +211,31 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	}
 	k := (p*len(sorted) + 99) / 100
 	return sorted[max(k-1, 0)].Round(time.Millisecond)
+}
+
+// BenchmarkVerifyReferenceTarget times the built-in matrix against a ready reference
+// target (started once): the wall time of one Verify, and the send-to-arrival
+// latency of the delivered probes over every run.
+//
+//	go test -run '^$' -bench VerifyReferenceTarget -benchtime 5x ./harness/
+func BenchmarkVerifyReferenceTarget(b *testing.B) {
+	cfg := startE2E(b, reftarget.MutationNone)
+	var lat []time.Duration
+	var wall []time.Duration
+	for b.Loop() {
+		res, err := harness.Verify(context.Background(), cfg, harness.VerifyOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := res.Mismatch(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, res.Latencies()...)
+		wall = append(wall, res.Elapsed)
+	}
+	slices.Sort(lat)
+	slices.Sort(wall)
+	b.ReportMetric(float64(percentile(wall, 50))/float64(time.Millisecond), "wall-p50-ms")
+	b.ReportMetric(float64(percentile(lat, 50))/float64(time.Millisecond), "probe-p50-ms")
+	b.ReportMetric(float64(percentile(lat, 95))/float64(time.Millisecond), "probe-p95-ms")
 }

@@ -3,6 +3,7 @@ package imapobs_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"go.uber.org/goleak"
 
+	"github.com/splitcheck/splitcheck/fakesource"
 	"github.com/splitcheck/splitcheck/harness/imapobs"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
@@ -29,6 +31,12 @@ type mailServer struct {
 }
 
 func startIMAP(t *testing.T, accounts ...string) *mailServer {
+	t.Helper()
+	return startIMAPTLS(t, "", accounts...)
+}
+
+// startIMAPTLS starts the server with TLS: "starttls", "implicit" or "" (none).
+func startIMAPTLS(t *testing.T, mode string, accounts ...string) *mailServer {
 	t.Helper()
 	mem := imapmemserver.New()
 	ms := &mailServer{users: map[string]*imapmemserver.User{}}
@@ -45,17 +53,33 @@ func startIMAP(t *testing.T, accounts ...string) *mailServer {
 		mem.AddUser(u)
 		ms.users[a] = u
 	}
-	srv := imapserver.New(&imapserver.Options{
+	opts := &imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return mem.NewSession(), nil, nil
 		},
 		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapIMAP4rev2: {}},
 		InsecureAuth: true,
 		Logger:       discardLogger{},
-	})
+	}
+	var tlsConfig *tls.Config
+	if mode != "" {
+		cert, err := fakesource.GenerateCert("127.0.0.1", "imap.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	if mode == imapobs.TLSStartTLS {
+		opts.TLSConfig = tlsConfig
+		opts.Caps[imap.CapStartTLS] = struct{}{}
+	}
+	srv := imapserver.New(opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mode == imapobs.TLSImplicit {
+		ln = tls.NewListener(ln, tlsConfig)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -209,6 +233,27 @@ func TestErrors(t *testing.T) {
 		t.Errorf("Check with a bad TLS mode = %v; want unknown tls mode", err)
 	}
 	bad.Close()
+}
+
+func TestTLS(t *testing.T) {
+	for _, mode := range []string{imapobs.TLSStartTLS, imapobs.TLSImplicit} {
+		for _, insecure := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/insecure=%v", mode, insecure), func(t *testing.T) {
+				ms := startIMAPTLS(t, mode, "alice@example.org")
+				ms.deliver(t, "alice@example.org", "INBOX", "p1", "alice@example.org")
+				o := ms.observer("alice@example.org")
+				o.Accounts[0].TLS, o.Accounts[0].InsecureSkipVerify = mode, insecure
+				t.Cleanup(func() { o.Close() })
+				obs, err := o.Observe(context.Background(), "p1", "alice@example.org")
+				switch {
+				case insecure && (err != nil || len(obs) != 1):
+					t.Errorf("Observe over %s accepting a self-signed certificate = %d, %v; want 1 sighting", mode, len(obs), err)
+				case !insecure && (err == nil || !strings.Contains(err.Error(), "certificate")):
+					t.Errorf("Observe over %s verifying a self-signed certificate = %v; want a certificate error", mode, err)
+				}
+			})
+		}
+	}
 }
 
 func TestStartTLSRefused(t *testing.T) {
