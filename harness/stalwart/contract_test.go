@@ -507,3 +507,35 @@ func TestInterruptedApplyRestores(t *testing.T) {
 		})
 	}
 }
+
+// TestPartialSetFailureRestores: one /set creates one domain and is refused the
+// other (an alias of an existing domain); apply records the one it got and
+// destroys it when restoring.
+func TestPartialSetFailureRestores(t *testing.T) {
+	f := newFixture(t, "")
+	did, _ := f.srv.Find("x:Domain", "name", "example.org")
+	if _, err := f.c.Set(context.Background(), ObjDomain, SetRequest{Update: map[string]any{did: map[string]any{"aliases/alias.test": true}}}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.srv.Dump()
+	f.d.Domains = []string{"example.org", "a-new.test", "alias.test"}
+	_, err := f.c.Apply(context.Background(), f.d, ApplyOptions{SnapshotPath: f.snapPath("s.json"), Hermetic: true})
+	var se *SetError
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !errors.As(err, &se) || se.Type != "primaryKeyViolation" || ae.RestoreErr != nil {
+		t.Fatalf("Apply = %v; want an ApplyError carrying the primaryKeyViolation, restored", err)
+	}
+	if len(ae.Restored) != 1 || ae.Restored[0].Op != OpDestroy || ae.Restored[0].Name != "a-new.test" {
+		t.Errorf("restored %q; want a-new.test destroyed", steps(ae.Restored))
+	}
+	snap, err := ReadSnapshotFile(f.snapPath("s.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(snap.Domains, func(d DomainSnapshot) bool { return d.Name == "a-new.test" }); i < 0 || snap.Domains[i].ID == "" {
+		t.Errorf("snapshot domains = %+v; want a-new.test's id recorded", snap.Domains)
+	}
+	if f.srv.Dump() != before {
+		t.Errorf("the server was left changed")
+	}
+}

@@ -500,3 +500,32 @@ func TestDumpIgnoresEmptyAndDefaults(t *testing.T) {
 		t.Errorf("Dump did not change after a real change")
 	}
 }
+
+func TestPointerPatchEscapesAndLists(t *testing.T) {
+	s := newTestServer(t)
+	if _, err := s.SeedWizard("mx.example.org", "example.org"); err != nil {
+		t.Fatal(err)
+	}
+	// "/" in a CIDR is escaped as ~1 in a JSON-pointer key.
+	_, res := call(t, s, "x:SystemSettings/set", `{"update":{"singleton":{"proxyTrustedNetworks/10.0.0.0~18":true,"proxyTrustedNetworks/127.0.0.9":true}}}`)
+	if _, ok := mapOf(res["updated"])["singleton"]; !ok {
+		t.Fatalf("pointer update = %v", res)
+	}
+	v, _ := s.Singleton("x:SystemSettings")
+	nets := mapOf(v["proxyTrustedNetworks"])
+	if len(nets) != 2 || nets["10.0.0.0/8"] != true || nets["127.0.0.9"] != true {
+		t.Errorf("networks = %v; want 10.0.0.0/8 and 127.0.0.9", nets)
+	}
+	// A List item patched in place, and one removed (the rest renumbered).
+	call(t, s, "x:MtaOutboundStrategy/set", `{"update":{"singleton":{"route":{"match":{"0":{"if":"is_local_address(rcpt)","then":"'local'"},"1":{"if":"is_local_domain(rcpt_domain)","then":"'source'"}},"else":"'mx'"}}}}`)
+	call(t, s, "x:MtaOutboundStrategy/set", `{"update":{"singleton":{"route/match/1/then":"'mx'"}}}`)
+	call(t, s, "x:MtaOutboundStrategy/set", `{"update":{"singleton":{"route/match/0":null}}}`)
+	v, _ = s.Singleton("x:MtaOutboundStrategy")
+	match := mapOf(mapOf(v["route"])["match"])
+	if len(match) != 1 || mapOf(match["0"])["then"] != "'mx'" {
+		t.Errorf("match after pointer patches = %v; want one rule, then 'mx'", match)
+	}
+	if v := s.Violations(); len(v) != 0 {
+		t.Errorf("violations: %v", v)
+	}
+}
