@@ -267,7 +267,7 @@ func (s *miniSession) Data(r io.Reader) error {
 	}
 	host, _, _ := net.SplitHostPort(client.String())
 	msg := append([]byte(fmt.Sprintf("Received: from %s (unknown [%s])\r\n\tby mini.test with ESMTP\r\n", s.c.Hostname(), host)), body...)
-	m := s.m
+	m, from := s.m, s.from // the session is reset once Data returns
 	for _, rc := range s.rcpts {
 		switch s.route(rc) {
 		case scenarios.RouteLocal:
@@ -282,7 +282,7 @@ func (s *miniSession) Data(r io.Reader) error {
 				}
 			}
 		case scenarios.RouteSource:
-			m.deliver(m.source, s.from, rc, msg)
+			m.deliver(m.source, from, rc, msg)
 		case scenarios.RouteMX:
 			if m.mutation == "drop-external" {
 				continue
@@ -290,7 +290,7 @@ func (s *miniSession) Data(r io.Reader) error {
 			m.serve(func() {
 				ip, err := m.lookupMX(rc)
 				if err == nil {
-					err = relay(net.JoinHostPort(ip, m.mxPort), s.from, rc, msg)
+					err = relay(net.JoinHostPort(ip, m.mxPort), from, rc, msg)
 				}
 				_ = err // a lost message is what the harness must notice
 			})
