@@ -118,7 +118,9 @@ func (c *Client) ReadState(ctx context.Context, d Desired) (*State, error) {
 			if err := json.Unmarshal(raw, &a); err != nil {
 				return nil, fmt.Errorf("read state: account %s: %w", addr, err)
 			}
-			if strings.EqualFold(a.EmailAddress, addr) {
+			local, dom, _ := strings.Cut(addr, "@")
+			byParts := a.EmailAddress == "" && strings.EqualFold(a.Name, local) && st.Domains[dom] != nil && a.DomainID == st.Domains[dom].ID
+			if strings.EqualFold(a.EmailAddress, addr) || byParts {
 				st.Accounts[addr] = &a
 			}
 		}
