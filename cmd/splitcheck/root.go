@@ -63,6 +63,9 @@ Exit codes: 0 all checks passed, 1 a routing mismatch, 2 bad usage or configurat
 	root.PersistentFlags().String("log-format", "text", "log format on stderr: text or json")
 	root.AddCommand(
 		newVerifyCmd(ios),
+		newPlanCmd(ios),
+		newApplyCmd(ios),
+		newRollbackCmd(ios),
 		newBulkCmd(ios),
 		newFakesourceCmd(ios),
 		newProxyCmd(ios),
