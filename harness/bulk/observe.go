@@ -18,7 +18,8 @@ type txn struct {
 	sentAt time.Time
 	rows   []*rowState // the recipients the target accepted
 	due    time.Time   // next check
-	index  int         // in the heap
+	index  int         // in the heap, -1 when not in it
+	waited bool        // the first check is done: arrivals may hurry the next
 }
 
 // txnHeap orders transactions by their next check.
@@ -40,6 +41,7 @@ func (h *txnHeap) Pop() any {
 	t := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
+	t.index = -1
 	return t
 }
 
@@ -48,6 +50,10 @@ func (h *txnHeap) Pop() any {
 // lookup) and each local recipient's mailbox is searched once. A transaction
 // whose recipients are not all found yet is checked again every poll interval
 // until Delivery has passed; then what was seen is judged.
+//
+// A sink that reports arrivals (the fakesource servers Run starts do, through
+// arrived) hurries the next check of a transaction that is still waiting, so a
+// late delivery is judged when it lands rather than at the next poll.
 //
 // One scheduler goroutine and ObserveWorkers check goroutines run from start
 // until finish; finish waits for them.
@@ -60,7 +66,9 @@ type observer struct {
 	closed                  bool // no more transactions will be added
 	aborted                 error
 	wake                    chan struct{}
-	checks                  chan *txn
+	byID                    map[string]*txn // transactions not yet judged
+	checks                  chan *txn       // transactions whose recipients are all at sinks
+	searches                chan *txn       // transactions with mailboxes to search (slower)
 	wg                      sync.WaitGroup
 	sinks                   []sinkRef
 }
@@ -74,16 +82,25 @@ type sinkRef struct {
 func newObserver(e *engine) *observer {
 	o := &observer{
 		e: e, absence: e.cfg.Timeouts.Absence, delivery: e.cfg.Timeouts.Delivery,
-		wake: make(chan struct{}, 1), checks: make(chan *txn),
+		wake: make(chan struct{}, 1), byID: map[string]*txn{},
 	}
-	o.poll = min(max(o.absence/4, 50*time.Millisecond), 500*time.Millisecond)
+	o.poll = min(max(o.absence/10, 20*time.Millisecond), 200*time.Millisecond)
+	// Buffered, so that the scheduler does not wait on slow searches while
+	// transactions for the sink workers are ready.
+	n := min(e.b.InFlight, 4096)
+	o.checks, o.searches = make(chan *txn, n), make(chan *txn, n)
+	return o
+}
+
+// addSinks takes the engine's sinks, once they are set up.
+func (o *observer) addSinks() {
+	e := o.e
 	if e.source != nil {
 		o.sinks = append(o.sinks, sinkRef{scenarios.RouteSource, e.source, e.sourceName})
 	}
 	if e.mx != nil {
 		o.sinks = append(o.sinks, sinkRef{scenarios.RouteMX, e.mx, e.mxName})
 	}
-	return o
 }
 
 func (o *observer) signal() {
@@ -93,12 +110,29 @@ func (o *observer) signal() {
 	}
 }
 
+// sinkWorkers check transactions that need no mailbox search: index lookups,
+// never slow, kept apart so that IMAP searches never hold them up.
+const sinkWorkers = 2
+
 func (o *observer) start(ctx context.Context) {
-	o.wg.Add(1 + o.e.b.ObserveWorkers)
+	o.wg.Add(1 + o.e.b.ObserveWorkers + sinkWorkers)
 	go o.schedule(ctx)
 	for range o.e.b.ObserveWorkers {
-		go o.work(ctx)
+		go o.work(ctx, o.searches)
 	}
+	for range sinkWorkers {
+		go o.work(ctx, o.checks)
+	}
+}
+
+// queueFor is the channel of the workers that check t.
+func (o *observer) queueFor(t *txn) chan *txn {
+	for _, rs := range t.rows {
+		if rs.mailbox != nil {
+			return o.searches
+		}
+	}
+	return o.checks
 }
 
 // add queues t for its first check.
@@ -111,8 +145,25 @@ func (o *observer) add(t *txn) {
 		return
 	}
 	heap.Push(&o.h, t)
+	o.byID[t.id] = t
 	o.mu.Unlock()
 	o.signal()
+}
+
+// arrived hurries the check of transaction id after a sink recorded a copy of
+// it; it may be called from any goroutine.
+func (o *observer) arrived(id string) {
+	o.mu.Lock()
+	t := o.byID[id]
+	hurry := t != nil && t.waited && t.index >= 0
+	if hurry {
+		t.due = time.Now()
+		heap.Fix(&o.h, t.index)
+	}
+	o.mu.Unlock()
+	if hurry {
+		o.signal()
+	}
 }
 
 // finish says no transaction will be added and waits until every one is judged.
@@ -133,6 +184,7 @@ func (o *observer) fail(t *txn, err error) {
 
 func (o *observer) schedule(ctx context.Context) {
 	defer o.wg.Done()
+	defer close(o.searches)
 	defer close(o.checks)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -155,7 +207,7 @@ func (o *observer) schedule(ctx context.Context) {
 		o.mu.Unlock()
 		for i, t := range ready {
 			select {
-			case o.checks <- t:
+			case o.queueFor(t) <- t:
 			case <-ctx.Done():
 				o.mu.Lock()
 				o.busy -= len(ready) - i
@@ -195,22 +247,27 @@ func (o *observer) abort(ctx context.Context) {
 	o.aborted = context.Cause(ctx)
 	queued := o.h
 	o.h = nil
+	clear(o.byID)
 	o.mu.Unlock()
 	for _, t := range queued {
 		o.fail(t, o.aborted)
 	}
 }
 
-func (o *observer) work(ctx context.Context) {
+func (o *observer) work(ctx context.Context, queue <-chan *txn) {
 	defer o.wg.Done()
-	for t := range o.checks {
+	for t := range queue {
 		done := o.check(ctx, t)
 		o.mu.Lock()
 		o.busy--
 		aborted := o.aborted
-		if !done && aborted == nil {
+		t.waited = true
+		switch {
+		case !done && aborted == nil:
 			t.due = time.Now().Add(o.poll)
 			heap.Push(&o.h, t)
+		default:
+			delete(o.byID, t.id)
 		}
 		o.mu.Unlock()
 		if !done && aborted != nil {

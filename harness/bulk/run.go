@@ -316,7 +316,10 @@ func (r *Runner) Run(ctx context.Context, rows Rows) (*Result, error) {
 	inErr := e.produce(ctx, rows, work)
 	close(work)
 	wg.Wait()
+	e.log.Debug("every recipient sent", "elapsed", time.Since(r.start), "sent", r.c.sent.Load(),
+		"transactions", r.c.transactions.Load(), "judged", r.c.judged.Load())
 	e.obs.finish()
+	e.log.Debug("every recipient judged", "elapsed", time.Since(r.start))
 	close(e.verdicts)
 	<-repDone
 
@@ -356,6 +359,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 	}
 	e.limit.Store(int64(b.BatchSize))
 	e.cautious.Store(true)
+	e.obs = newObserver(e) // before the sinks start: they report arrivals to it
 	for _, a := range cfg.Plan.Local {
 		m := a.Mailbox
 		e.mailboxes[strings.ToLower(a.Address)] = mailbox{Account: a.Address, Addr: m.Address, TLS: m.TLS,
@@ -398,6 +402,11 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 	startSink := func(addr string) (*fakesource.Server, error) {
 		s := fakesource.NewUnstartedServer()
 		s.IndexHeader = ProbeHeader
+		s.OnMessage = func(m fakesource.Message) {
+			for _, id := range m.HeaderValues(ProbeHeader) {
+				e.obs.arrived(id)
+			}
+		}
 		s.KeepBodyBytes = -1
 		s.MaxMessages = 2*b.InFlight + 1000
 		s.ReadTimeout, s.WriteTimeout = cfg.Timeouts.Connect, cfg.Timeouts.Connect
@@ -438,7 +447,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 		}
 		closers = append(closers, func() { _ = dns.Close() })
 	}
-	e.obs = newObserver(e)
+	e.obs.addSinks()
 	_ = ctx
 	return e, cleanup, nil
 }

@@ -40,7 +40,8 @@ type Bulk struct {
 	// the run ends with a usage error naming the line) or "continue" (the row is
 	// reported with its line number and skipped).
 	OnMalformed string `yaml:"on_malformed"`
-	// ObserveWorkers is how many mailbox searches and sink lookups run at once. Default 4.
+	// ObserveWorkers is how many mailbox searches (IMAP) run at once; lookups in
+	// the fake source and MX have two workers of their own. Default 4.
 	ObserveWorkers int `yaml:"observe_workers"`
 	// MaxListed is how many mismatches the report keeps to list in full; the rest
 	// are counted (and still written to --json and --junit). Default 1000.
