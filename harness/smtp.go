@@ -190,8 +190,9 @@ func (r *run) dialSMTP(ctx context.Context, addr, from string, submission bool) 
 }
 
 func (r *run) tlsConfig(addr string) *tls.Config {
+	// The certificate names the server, not its address, when target.hostname says.
 	host, _, _ := net.SplitHostPort(addr)
-	if r.cfg.Target.Hostname != "" && r.cfg.Target.InsecureSkipVerify {
+	if r.cfg.Target.Hostname != "" {
 		host = r.cfg.Target.Hostname
 	}
 	return &tls.Config{
