@@ -34,7 +34,7 @@ unit: deps
 # including the mutation tests. Needs root; fails (never skips) when the target cannot
 # be set up, unless SPLITCHECK_SKIP_E2E=1 is set by hand.
 e2e: deps
-	$(GO) test -count=1 -p 1 -timeout 40m $(TARGET_PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 40m $(TARGET_PKGS)
 
 test: lint unit e2e
 

@@ -55,7 +55,7 @@ type Target struct {
 	SubmissionTLS string `yaml:"submission_tls"`
 	// InsecureSkipVerify accepts a self-signed certificate on submission.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
-	// Hostname is the server's own name, used only in evidence.
+	// Hostname is the server's own name: the TLS server name for submission, and evidence.
 	Hostname string `yaml:"hostname"`
 }
 
