@@ -1,17 +1,10 @@
 package hermetic
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -29,13 +22,12 @@ import (
 )
 
 // fakeEngine stands in for Docker: its "containers" are records, and its Stalwart
-// is the stalwarttest fake of the management API (behind a shim for the DNS
-// resolver, which the fake does not model). Nothing in it dials the container
+// is the stalwarttest fake of the management API. Nothing in it dials the container
 // addresses it reports; they only appear in the configuration.
 type fakeEngine struct {
 	mgmt    *stalwarttest.Server
 	mgmtURL string
-	// resolver returns the arguments of each x:DnsResolver/set the shim answered.
+	// resolver returns the arguments of each x:DnsResolver/set the fake received.
 	resolver func() []string
 
 	checkErr error
@@ -221,48 +213,19 @@ func newFakeEngine(t *testing.T) *fakeEngine {
 	srv.PublicURL = DefaultPlan().PublicURL()
 	srv.Start()
 	t.Cleanup(srv.Close)
-	u, calls := resolverShim(t, srv)
-	return &fakeEngine{mgmt: srv, mgmtURL: u, resolver: calls}
+	return &fakeEngine{mgmt: srv, mgmtURL: srv.URL, resolver: resolverCalls(srv)}
 }
 
-// resolverShim answers x:DnsResolver/set in front of the fake (which does not model
-// switching the resolver singleton to its Custom variant) and passes the rest on.
-// It returns its URL and a function listing the arguments of each such call.
-func resolverShim(t *testing.T, srv *stalwarttest.Server) (string, func() []string) {
-	t.Helper()
-	target, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	var mu sync.Mutex
-	var calls []string
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+// resolverCalls lists the arguments of each x:DnsResolver/set the fake received, as sent.
+func resolverCalls(srv *stalwarttest.Server) func() []string {
+	return func() []string {
+		var out []string
+		for _, c := range srv.Calls() {
+			if c.Name == "x:DnsResolver/set" {
+				out = append(out, string(c.Args))
+			}
 		}
-		var req struct {
-			MethodCalls [][3]json.RawMessage `json:"methodCalls"`
-		}
-		if r.Method == http.MethodPost && json.Unmarshal(body, &req) == nil && len(req.MethodCalls) == 1 &&
-			string(req.MethodCalls[0][0]) == `"x:DnsResolver/set"` {
-			mu.Lock()
-			calls = append(calls, string(req.MethodCalls[0][1]))
-			mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"methodResponses":[["x:DnsResolver/set",{"updated":{"singleton":null}},%s]],"sessionState":"s"}`, req.MethodCalls[0][2])
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	return ts.URL, func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(calls)
+		return out
 	}
 }
 

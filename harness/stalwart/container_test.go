@@ -1,18 +1,11 @@
 package stalwart_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
 	"net/netip"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -292,70 +285,21 @@ func fakeClient(srv *stalwarttest.Server) *stalwart.Client {
 	return &stalwart.Client{URL: srv.URL, Credentials: stalwart.BasicAuth(srv.AdminUser, srv.AdminPassword)}
 }
 
-// resolverShim sits in front of the fake and answers x:DnsResolver/set itself,
-// recording the arguments: the fake does not model switching the resolver
-// singleton from its default System variant to Custom with an update carrying
-// "@type" (api-notes §2.6 shows that request). Every other request goes to the fake.
-type resolverShim struct {
-	URL string
-
-	mu    sync.Mutex
-	calls []string // the arguments of each x:DnsResolver/set, as sent
-}
-
-func newResolverShim(t *testing.T, srv *stalwarttest.Server) *resolverShim {
-	t.Helper()
-	target, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
+// resolverCalls lists the arguments of each x:DnsResolver/set the fake received, as sent.
+func resolverCalls(srv *stalwarttest.Server) []string {
+	var out []string
+	for _, c := range srv.Calls() {
+		if c.Name == "x:DnsResolver/set" {
+			out = append(out, string(c.Args))
+		}
 	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	sh := &resolverShim{}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			proxy.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var req struct {
-			MethodCalls [][3]json.RawMessage `json:"methodCalls"`
-		}
-		if json.Unmarshal(body, &req) == nil && len(req.MethodCalls) == 1 && string(req.MethodCalls[0][0]) == `"x:DnsResolver/set"` {
-			sh.mu.Lock()
-			sh.calls = append(sh.calls, string(req.MethodCalls[0][1]))
-			sh.mu.Unlock()
-			w.Header().Set("Content-Type", "application/json")
-			fmt.Fprintf(w, `{"methodResponses":[["x:DnsResolver/set",{"updated":{"singleton":null}},%s]],"sessionState":"s"}`, req.MethodCalls[0][2])
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(ts.Close)
-	sh.URL = ts.URL
-	return sh
-}
-
-func (sh *resolverShim) client(srv *stalwarttest.Server) *stalwart.Client {
-	return &stalwart.Client{URL: sh.URL, Credentials: stalwart.BasicAuth(srv.AdminUser, srv.AdminPassword)}
-}
-
-func (sh *resolverShim) resolverCalls() []string {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return append([]string(nil), sh.calls...)
+	return out
 }
 
 func TestBootstrapFreshServer(t *testing.T) {
 	srv := stalwarttest.NewServer()
 	t.Cleanup(srv.Close)
-	shim := newResolverShim(t, srv)
-
-	if err := stalwart.Bootstrap(t.Context(), shim.client(srv), bootstrapConfig()); err != nil {
+	if err := stalwart.Bootstrap(t.Context(), fakeClient(srv), bootstrapConfig()); err != nil {
 		t.Fatalf("Bootstrap: %v", err)
 	}
 	if v := srv.Violations(); len(v) > 0 {
@@ -397,8 +341,12 @@ func TestBootstrapFreshServer(t *testing.T) {
 	}
 
 	wantDNS := `{"update":{"singleton":{"@type":"Custom","servers":{"0":{"address":"172.18.0.1","port":40053,"protocol":"udp"}}}}}`
-	if got := shim.resolverCalls(); len(got) != 1 || got[0] != wantDNS {
+	if got := resolverCalls(srv); len(got) != 1 || got[0] != wantDNS {
 		t.Errorf("x:DnsResolver/set calls = %q; want exactly %s", got, wantDNS)
+	}
+	res, stored := srv.Singleton("x:DnsResolver")
+	if got := fmt.Sprint(res["@type"], " ", res["servers"]); !stored || got != "Custom map[0:map[address:172.18.0.1 port:40053 protocol:udp]]" {
+		t.Errorf("x:DnsResolver = %v (stored %v); want the Custom variant with the fake DNS", res, stored)
 	}
 
 	aid, acc := srv.Find("x:Account", "emailAddress", "alice@migrated.test")
@@ -417,7 +365,7 @@ func TestBootstrapFreshServer(t *testing.T) {
 func TestBootstrapIsIdempotent(t *testing.T) {
 	srv := stalwarttest.NewServer()
 	t.Cleanup(srv.Close)
-	cl := newResolverShim(t, srv).client(srv)
+	cl := fakeClient(srv)
 	if err := stalwart.Bootstrap(t.Context(), cl, bootstrapConfig()); err != nil {
 		t.Fatalf("first Bootstrap: %v", err)
 	}
@@ -456,7 +404,7 @@ func TestBootstrapKeepsExistingListenerAndWizardSettings(t *testing.T) {
 	}
 	cfg := bootstrapConfig()
 	cfg.Accounts = nil
-	if err := stalwart.Bootstrap(t.Context(), newResolverShim(t, srv).client(srv), cfg); err != nil {
+	if err := stalwart.Bootstrap(t.Context(), fakeClient(srv), cfg); err != nil {
 		t.Fatalf("Bootstrap: %v", err)
 	}
 	if n := srv.Count("x:NetworkListener"); n != 1 {
@@ -540,11 +488,7 @@ func TestBootstrapErrors(t *testing.T) {
 			if tt.mutate != nil {
 				tt.mutate(&cfg)
 			}
-			cl := newResolverShim(t, srv).client(srv)
-			if tt.fault != nil && tt.fault.Method == "x:DnsResolver/set" {
-				cl = fakeClient(srv) // the fault is injected in the fake itself
-			}
-			err := stalwart.Bootstrap(t.Context(), cl, cfg)
+			err := stalwart.Bootstrap(t.Context(), fakeClient(srv), cfg)
 			if err == nil || !strings.HasPrefix(err.Error(), "bootstrap: ") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Bootstrap = %v; want \"bootstrap: ...%s...\"", err, tt.want)
 			}

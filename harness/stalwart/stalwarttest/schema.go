@@ -268,6 +268,18 @@ func missingRequired(f fieldsDesc, obj map[string]any, path string) *problem {
 			props = append(props, join(path, name))
 		}
 	}
+	// A List or Set with a minimum size must have it in the final object (Custom
+	// DnsResolver servers: at least one), also when it was never sent.
+	for _, name := range sortedKeys(f.Properties) {
+		t := f.Properties[name].Type
+		if (t.Type != "objectList" && t.Type != "set") || t.MinItems == nil || *t.MinItems < 1 || t.Nullable {
+			continue
+		}
+		if m, _ := obj[name].(map[string]any); len(m) < *t.MinItems {
+			errs = append(errs, map[string]any{"type": "Required", "property": join(path, name)})
+			props = append(props, join(path, name))
+		}
+	}
 	if len(errs) == 0 {
 		return nil
 	}

@@ -137,7 +137,7 @@ func (s *Server) Dump() string {
 		out[name] = m
 	}
 	for name, v := range s.st.singletons {
-		def := s.st.withDefaults(name, map[string]any{})
+		def := s.st.singletonDefault(name)
 		if marshalCanonical(pruneEmpty(deepCopy(v))) != marshalCanonical(pruneEmpty(def)) {
 			out[name] = pruneEmpty(deepCopy(v))
 		}

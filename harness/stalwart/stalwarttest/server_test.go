@@ -3,6 +3,7 @@ package stalwarttest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -527,5 +528,84 @@ func TestPointerPatchEscapesAndLists(t *testing.T) {
 	}
 	if v := s.Violations(); len(v) != 0 {
 		t.Errorf("violations: %v", v)
+	}
+}
+
+// TestSingletonVariants: a multi-variant singleton reads as its default variant
+// (System for x:DnsResolver) and an update carrying another "@type" switches it,
+// exactly as api-notes §2.6 shows; an unknown variant is refused.
+func TestSingletonVariants(t *testing.T) {
+	for _, tt := range []struct {
+		name, patch   string
+		wantType      string
+		wantUpdated   bool
+		wantViolation bool
+		check         func(t *testing.T, v map[string]any)
+	}{
+		{name: "default is System", wantType: "System"},
+		{name: "switch to Custom (api-notes 2.6)",
+			patch:    `{"@type":"Custom","servers":{"0":{"address":"172.28.0.53","port":5353,"protocol":"udp"}}}`,
+			wantType: "Custom", wantUpdated: true,
+			check: func(t *testing.T, v map[string]any) {
+				srv := mapOf(mapOf(v["servers"])["0"])
+				if srv["address"] != "172.28.0.53" || srv["port"] != float64(5353) || srv["protocol"] != "udp" {
+					t.Errorf("servers.0 = %v; want 172.28.0.53:5353 udp", srv)
+				}
+				if v["attempts"] != float64(2) || v["timeout"] != float64(5000) {
+					t.Errorf("attempts, timeout = %v, %v; want the Custom defaults 2 and 5000", v["attempts"], v["timeout"])
+				}
+			}},
+		{name: "Custom without servers", patch: `{"@type":"Custom"}`, wantType: "System"},
+		{name: "unknown variant", patch: `{"@type":"Bogus"}`, wantType: "System", wantViolation: true},
+		{name: "property of another variant", patch: `{"servers":{"0":{"address":"10.0.0.53"}}}`, wantType: "System", wantViolation: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t)
+			before := s.Dump()
+			if tt.patch != "" {
+				_, res := call(t, s, "x:DnsResolver/set", `{"update":{"singleton":`+tt.patch+`}}`)
+				if _, got := mapOf(res["updated"])["singleton"]; got != tt.wantUpdated {
+					t.Errorf("updated = %v (reply %v); want %v", got, res, tt.wantUpdated)
+				}
+			}
+			_, res := call(t, s, "x:DnsResolver/get", `{"ids":["singleton"]}`)
+			list, _ := res["list"].([]any)
+			if len(list) != 1 {
+				t.Fatalf("get = %v; want one object", res)
+			}
+			v := mapOf(list[0])
+			if v["@type"] != tt.wantType {
+				t.Errorf("@type = %v; want %s", v["@type"], tt.wantType)
+			}
+			if tt.check != nil {
+				tt.check(t, v)
+			}
+			if changed := s.Dump() != before; changed != tt.wantUpdated {
+				t.Errorf("Dump changed = %v; want %v", changed, tt.wantUpdated)
+			}
+			if got := len(s.Violations()) > 0; got != tt.wantViolation {
+				t.Errorf("violations = %q; want some: %v", s.Violations(), tt.wantViolation)
+			}
+		})
+	}
+}
+
+// TestSingletonVariantSwitchBack: switching back to System drops the Custom
+// servers, and patching within a variant keeps what the patch does not name.
+func TestSingletonVariantSwitchBack(t *testing.T) {
+	s := newTestServer(t)
+	call(t, s, "x:DnsResolver/set", `{"update":{"singleton":{"@type":"Custom","servers":{"0":{"address":"172.28.0.53","port":5353}}}}}`)
+	call(t, s, "x:DnsResolver/set", `{"update":{"singleton":{"@type":"Custom","attempts":3}}}`)
+	v, stored := s.Singleton("x:DnsResolver")
+	if !stored || fmt.Sprint(v["attempts"]) != "3" || len(mapOf(v["servers"])) != 1 {
+		t.Errorf("after a same-variant patch = %v; want attempts 3 and the server kept", v)
+	}
+	call(t, s, "x:DnsResolver/set", `{"update":{"singleton":{"@type":"System"}}}`)
+	v, _ = s.Singleton("x:DnsResolver")
+	if v["@type"] != "System" || v["servers"] != nil {
+		t.Errorf("after switching back = %v; want System without servers", v)
+	}
+	if got := s.Violations(); len(got) != 0 {
+		t.Errorf("violations: %q", got)
 	}
 }

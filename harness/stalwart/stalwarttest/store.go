@@ -83,7 +83,36 @@ func (st *store) singleton(object string) (map[string]any, bool) {
 	if v, ok := st.singletons[object]; ok {
 		return v, true
 	}
-	return st.withDefaults(object, map[string]any{}), false
+	return st.singletonDefault(object), false
+}
+
+// singletonDefault is the value of a singleton that was never stored: its schema
+// defaults and, for a multi-variant singleton, its first variant, which is the one
+// Stalwart's Default gives (System for x:DnsResolver, Disabled for x:Asn, ...).
+func (st *store) singletonDefault(object string) map[string]any {
+	v := map[string]any{}
+	if sd := st.schema.Schemas[object]; sd.Type == "multiple" && len(sd.Variants) > 0 {
+		v["@type"] = sd.Variants[0].Name
+	}
+	return st.withDefaults(object, v)
+}
+
+// switchVariant handles an update whose "@type" names another variant of a
+// multi-variant singleton (api-notes §2.6: {"@type":"Custom","servers":...} on
+// x:DnsResolver). The stored value is replaced by the new variant's defaults
+// and the rest of the patch applies to that. It returns cur unchanged when the
+// patch keeps the variant, and a SetError for an unknown variant.
+func (st *store) switchVariant(object string, cur, patch map[string]any) (map[string]any, map[string]any) {
+	t, ok := patch["@type"]
+	if !ok || t == cur["@type"] {
+		return cur, nil
+	}
+	name, _ := t.(string)
+	if _, _, ok := st.schema.fieldsFor(object, name); !ok || name == "" {
+		st.lastViolations = append(st.lastViolations, fmt.Sprintf("update: @type: unknown variant %v of %s", t, object))
+		return nil, problemError(&problem{Type: "invalidPatch", Property: "@type", Msg: "Unknown object variant"})
+	}
+	return st.withDefaults(object, map[string]any{"@type": name}), nil
 }
 
 // withDefaults fills the properties the server fills on create: schema defaults,
@@ -490,6 +519,10 @@ func (st *store) update(object string, singleton bool, id string, raw any) map[s
 			return setError("notFound", "")
 		}
 		cur, _ = st.singleton(object)
+		var e map[string]any
+		if cur, e = st.switchVariant(object, cur, patch); e != nil {
+			return e
+		}
 	} else {
 		obj, ok := st.objects[object][id]
 		if !ok {
