@@ -196,9 +196,9 @@ func NewUnstartedServer() *Server {
 // (127.0.0.1:0, or [::1]:0 if IPv4 is unavailable) and sets Addr. It panics
 // if it cannot listen or was already started.
 func (s *Server) Start() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		if ln, err = net.Listen("tcp6", "[::1]:0"); err != nil {
+		if ln, err = listen("tcp6", "[::1]:0"); err != nil {
 			panic(fmt.Sprintf("fakesource: failed to listen on a port: %v", err))
 		}
 	}
@@ -238,7 +238,7 @@ func (s *Server) ensureTLS() error {
 // reports errors. With STARTTLS wanted and no certificate, set TLSConfig from
 // GenerateCert first.
 func (s *Server) Listen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
@@ -247,6 +247,14 @@ func (s *Server) Listen(addr string) error {
 		return err
 	}
 	return nil
+}
+
+// listen binds a TCP listener whose connections have no TCP keepalive: a
+// sink's sessions are short and bounded by read deadlines, and the probes
+// keepalive needs cost four syscalls per connection.
+func listen(network, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), network, addr)
 }
 
 // serve applies the defaults and starts the accept loop on ln.
