@@ -58,6 +58,10 @@ type VerifyOptions struct {
 	// Stalwart, say); nil means IMAP with the accounts' mailbox settings. Verify
 	// does not close it.
 	LocalObserver Observer
+	// Observers replace the built-in observer of a route (a Stalwart queue
+	// observer for source in live mode, say): see observers_ext.go. Verify does
+	// not close them.
+	Observers map[scenarios.Route]Observer
 }
 
 // ProgressEvent tells how far a run is.
@@ -194,7 +198,7 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 	}
 	defer env.close()
 	r.env = env
-	r.places = env.places(opt.LocalObserver)
+	r.places = withObservers(env.places(opt.LocalObserver), opt.Observers)
 	if err := r.preflight(ctx); err != nil {
 		return nil, err
 	}

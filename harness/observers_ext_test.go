@@ -1,0 +1,79 @@
+package harness_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/splitcheck/splitcheck/harness"
+	"github.com/splitcheck/splitcheck/scenarios"
+)
+
+// stubObserver reports one sighting at its route for the recipients it is told
+// about (as a queue observer would), and records what it was asked.
+type stubObserver struct {
+	route scenarios.Route
+	rcpts map[string]bool
+
+	mu    sync.Mutex
+	asked map[string]bool
+}
+
+func (s *stubObserver) Observe(_ context.Context, probeID, rcpt string) ([]scenarios.Observation, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.asked == nil {
+		s.asked = map[string]bool{}
+	}
+	s.asked[scenarios.Canonical(rcpt)] = true
+	if !s.rcpts[scenarios.Canonical(rcpt)] {
+		return nil, nil
+	}
+	return []scenarios.Observation{{Place: s.route, Where: "stub", Evidence: "stub saw " + probeID + " for " + rcpt}}, nil
+}
+
+// TestVerifyObserversReplaceRoute: VerifyOptions.Observers replaces the built-in
+// observer of a route. The mini target relays bob's mail to the fake source, but
+// with the source observed by a stub only the stub's sightings count.
+func TestVerifyObserversReplaceRoute(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		rcpts     map[string]bool
+		wantBob   scenarios.Status
+		wantStub  bool
+		wantLocal scenarios.Status
+	}{
+		{name: "stub sees bob", rcpts: map[string]bool{"bob@example.org": true}, wantBob: scenarios.StatusPass, wantStub: true,
+			wantLocal: scenarios.StatusPass},
+		{name: "stub sees nothing", rcpts: nil, wantBob: scenarios.StatusFail, wantLocal: scenarios.StatusPass},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := startMini(t, "")
+			stub := &stubObserver{route: scenarios.RouteSource, rcpts: tt.rcpts}
+			res := verify(t, m.config(t), harness.VerifyOptions{
+				Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: stub},
+			})
+			v := byName(res)
+			bob := v["route/unmigrated/bob@example.org"]
+			if bob.Status != tt.wantBob {
+				t.Errorf("route/unmigrated/bob: %s (%s); want %s", bob.Status, bob.Detail, tt.wantBob)
+			}
+			if tt.wantStub && (len(bob.Observed) != 1 || !strings.HasPrefix(bob.Observed[0].Evidence, "stub saw ")) {
+				t.Errorf("route/unmigrated/bob observed %+v; want only the stub's sighting", bob.Observed)
+			}
+			if !tt.wantStub && len(bob.Observed) != 0 {
+				t.Errorf("route/unmigrated/bob observed %+v; want nothing (the fake source is not watched any more)", bob.Observed)
+			}
+			if got := v["route/local/alice@example.org"].Status; got != tt.wantLocal {
+				t.Errorf("route/local/alice: %s; want %s (IMAP still observes local)", got, tt.wantLocal)
+			}
+			stub.mu.Lock()
+			asked := stub.asked["bob@example.org"]
+			stub.mu.Unlock()
+			if !asked {
+				t.Error("the stub was never asked about bob@example.org")
+			}
+		})
+	}
+}
