@@ -66,6 +66,7 @@ Exit codes: 0 all checks passed, 1 a routing mismatch, 2 bad usage or configurat
 		newPlanCmd(ios),
 		newApplyCmd(ios),
 		newRollbackCmd(ios),
+		newRunCmd(ios),
 		newBulkCmd(ios),
 		newFakesourceCmd(ios),
 		newProxyCmd(ios),
