@@ -177,6 +177,7 @@ func (o *observer) finish() {
 
 // fail judges every row of t as not judged because of err.
 func (o *observer) fail(t *txn, err error) {
+	o.e.forget(t.id)
 	for _, rs := range t.rows {
 		o.e.verdicts <- o.e.errored(rs, fmt.Errorf("%w: %v", errNoVerdict, err), time.Since(t.sentAt))
 	}
@@ -268,6 +269,7 @@ func (o *observer) work(ctx context.Context, queue <-chan *txn) {
 			heap.Push(&o.h, t)
 		default:
 			delete(o.byID, t.id)
+			o.e.forget(t.id)
 		}
 		o.mu.Unlock()
 		if !done && aborted != nil {

@@ -76,6 +76,9 @@ func WriteReport(w io.Writer, res *Result, color bool) error {
 	if res.Strays > 0 {
 		fmt.Fprintf(&b, "strays: %d deliveries to recipients no probe was sent to (the target rewrote addresses?)\n", res.Strays)
 	}
+	if res.Late > 0 {
+		fmt.Fprintf(&b, "late copies: %d reached the fakes after their verdict (a second delivery slower than timeouts.absence?)\n", res.Late)
+	}
 	if res.Malformed > 0 {
 		fmt.Fprintf(&b, "malformed rows: %d (reported on stderr, not verified)\n", res.Malformed)
 	}
@@ -194,6 +197,7 @@ type SummaryRecord struct {
 	Connections    int           `json:"connections"`
 	BatchLimit     int           `json:"batch_limit"`
 	Pipelined      bool          `json:"pipelined"`
+	Late           int           `json:"late_copies"`
 	RatePerSecond  float64       `json:"rate_per_second"`
 }
 
@@ -231,7 +235,7 @@ func (j *JSONWriter) Close(res *Result) error {
 		SummaryRecord: report.NewSummaryRecord(res.Summary), Shard: res.Shard.String(), Malformed: res.Malformed,
 		Listed: len(res.Mismatches), RateLimited: res.RateLimited, RateLimitReply: res.RateLimitReply,
 		Temporary: res.Temporary, Retries: res.Retries, Transactions: res.Transactions, Connections: res.Connections,
-		BatchLimit: res.BatchLimit, Pipelined: res.Pipelined, Routes: []RouteRecord{},
+		BatchLimit: res.BatchLimit, Pipelined: res.Pipelined, Late: res.Late, Routes: []RouteRecord{},
 	}
 	if res.Elapsed > 0 {
 		rec.RatePerSecond = float64(res.Summary.Total()) / res.Elapsed.Seconds()

@@ -187,7 +187,10 @@ type Result struct {
 	Pipelined bool
 	// Strays counts recipients of probe messages that were not in the probe
 	// (the target rewrote an address, say).
-	Strays  int
+	Strays int
+	// Late counts copies that reached the run's own fakes after their
+	// transaction was judged (or that no transaction of the run sent).
+	Late    int
 	Elapsed time.Duration
 }
 
@@ -258,6 +261,7 @@ type engine struct {
 	tokens           chan struct{} // one per row in flight
 
 	obs      *observer
+	own      []*ownSink // the fakes this run started (see ownSink)
 	verdicts chan Verdict
 	pool     *imapPool
 
@@ -399,39 +403,37 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 		e.subEP = e.submissionEndpoint()
 	}
 
-	startSink := func(addr string) (*fakesource.Server, error) {
+	startSink := func(addr string) (*fakesource.Server, *ownSink, error) {
+		own := newOwnSink(e.obs.arrived)
+		e.own = append(e.own, own)
 		s := fakesource.NewUnstartedServer()
-		s.IndexHeader = ProbeHeader
-		s.OnMessage = func(m fakesource.Message) {
-			for _, id := range m.HeaderValues(ProbeHeader) {
-				e.obs.arrived(id)
-			}
-		}
+		s.OnMessage = own.record
+		// The server's own record only helps debugging: keep little of it.
 		s.KeepBodyBytes = -1
-		s.MaxMessages = 2*b.InFlight + 1000
+		s.MaxMessages = 100
 		s.ReadTimeout, s.WriteTimeout = cfg.Timeouts.Connect, cfg.Timeouts.Connect
 		s.Logger = log.With("sink", addr)
 		if err := s.Listen(addr); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		closers = append(closers, func() { _ = s.Close() })
-		return s, nil
+		return s, own, nil
 	}
 	e.source, e.sourceName = r.Source, "fake source"
 	if e.source == nil {
-		s, err := startSink(cfg.Fakes.Source)
+		s, own, err := startSink(cfg.Fakes.Source)
 		if err != nil {
 			return fail(fmt.Errorf("start fake source: %w", err))
 		}
-		e.source, e.sourceName = s, "fake source "+s.Addr
+		e.source, e.sourceName = own, "fake source "+s.Addr
 	}
 	e.mx, e.mxName = r.MX, "fake MX"
 	if e.mx == nil && cfg.Fakes.MX != "" && e.subEP != nil {
-		s, err := startSink(cfg.Fakes.MX)
+		s, own, err := startSink(cfg.Fakes.MX)
 		if err != nil {
 			return fail(fmt.Errorf("start fake MX: %w", err))
 		}
-		e.mx, e.mxName = s, "fake MX "+s.Addr
+		e.mx, e.mxName = own, "fake MX "+s.Addr
 	}
 	if e.mx != nil && r.MX == nil && cfg.Fakes.DNS != "" && len(e.mxDomains) > 0 {
 		addr, err := netip.ParseAddr(cfg.Fakes.MXAddress)
@@ -712,6 +714,19 @@ func (e *engine) judge(rs *rowState, obs []scenarios.Observation, elapsed time.D
 	return e.verdict(rs, scenarios.Judge(c, obs, elapsed))
 }
 
+// expect and forget bracket the life of probe id in the run's own sinks.
+func (e *engine) expect(id string) {
+	for _, s := range e.own {
+		s.expect(id)
+	}
+}
+
+func (e *engine) forget(id string) {
+	for _, s := range e.own {
+		s.forget(id)
+	}
+}
+
 // release frees n in-flight slots.
 func (e *engine) release(n int) {
 	for range n {
@@ -780,6 +795,7 @@ func (e *engine) result() *Result {
 		Temporary: int(c.temporary.Load()), Retries: int(c.retries.Load()),
 		Transactions: int(c.transactions.Load()), Connections: int(c.connections.Load()),
 		BatchLimit: int(e.limit.Load()), Pipelined: e.pipelined.Load(), Strays: int(c.strays.Load()),
+		Late:    e.late(),
 		Elapsed: time.Since(e.r.start),
 	}
 	res.Summary.Elapsed, res.Summary.RunID, res.Summary.Started = res.Elapsed, e.runID, e.r.start
@@ -790,6 +806,14 @@ func (e *engine) result() *Result {
 	}
 	slices.SortStableFunc(res.Mismatches, func(a, b Verdict) int { return cmp.Compare(a.Line, b.Line) })
 	return res
+}
+
+func (e *engine) late() int {
+	n := 0
+	for _, s := range e.own {
+		n += int(s.late.Load())
+	}
+	return n
 }
 
 // lowerLimit lowers the learned recipients-per-transaction limit to n.

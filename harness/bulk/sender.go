@@ -155,6 +155,13 @@ func (w *worker) send(ctx context.Context, b *batch, part []*rowState) (again, l
 	}
 	start := time.Now()
 	before := c.errors
+	e.expect(id) // copies may land before the reply to the message does
+	registered := false
+	defer func() {
+		if !registered {
+			e.forget(id)
+		}
+	}()
 	res, err := c.transaction(ctx, e.sender, rcpts, group, budget, e.body(id, len(rcpts)))
 	e.r.c.transactions.Add(1)
 	refused, acceptedN := c.errors-before, 0
@@ -251,6 +258,7 @@ func (w *worker) send(ctx context.Context, b *batch, part []*rowState) (again, l
 	case o == outcomeOK:
 		e.r.c.sent.Add(int64(len(accepted)))
 		e.obs.add(&txn{id: id, entry: entry, sentAt: start, rows: accepted})
+		registered = true
 	case o == outcomeRejected:
 		e.r.c.sent.Add(int64(len(accepted)))
 		for _, rs := range accepted {
