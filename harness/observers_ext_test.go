@@ -51,7 +51,11 @@ func TestVerifyObserversReplaceRoute(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := startMini(t, "")
 			stub := &stubObserver{route: scenarios.RouteSource, rcpts: tt.rcpts}
-			res := verify(t, m.config(t), harness.VerifyOptions{
+			cfg := m.config(t)
+			// No fake DNS (nor MX): the mx checks are skipped, and no UDP port's
+			// TCP twin has to be free.
+			cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
+			res := verify(t, cfg, harness.VerifyOptions{
 				Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: stub},
 			})
 			v := byName(res)
