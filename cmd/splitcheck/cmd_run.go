@@ -454,7 +454,7 @@ func (r *runState) verifyStep(parent context.Context, applied *stalwart.ApplyRes
 	r.res = res
 	r.verdicts = res.Verdicts
 	if parent.Err() == nil {
-		qctx, cancel := context.WithTimeout(parent, 2*cfg.Timeouts.Connect)
+		qctx, cancel := context.WithTimeout(parent, 4*cfg.Timeouts.Connect) // for every late or missing probe
 		stalwartobs.AddQueueEvidence(qctx, c, r.verdicts, cfg.Probe.Sender, 0)
 		cancel()
 		if u := cfg.Migration.PublicURL; u != "" {
