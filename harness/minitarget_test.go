@@ -373,10 +373,22 @@ func freeTCP(t *testing.T) string {
 
 func freeUDP(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The fake DNS binds UDP and TCP on one port: find a port free for both, holding
+	// the TCP side while the UDP side is tried, so a busy TCP port is never returned.
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
 	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
+	t.Fatal("no loopback port free for both TCP and UDP")
+	return ""
 }
