@@ -32,6 +32,7 @@ func ExampleMatrix() {
 	// route/case/ALICE@EXAMPLE.ORG             proxy      local
 	// headerless                               headerless reject
 	// plain                                    plain      local
+	// relay/no-proxy-header                    relay
 }
 
 func ExampleJudge() {

@@ -15,6 +15,12 @@ import (
 // sightings (say local and source) fail, and none fails with "not seen anywhere within
 // <deadline>". A received check passes when the probe was delivered and every delivered
 // copy has a Received header carrying Want, the announced client address.
+//
+// A relay-header check's observations are the connections the server opened to the
+// fake source and the fake MX, one each. It fails when any began with a PROXY header
+// (ProxyHeader set; Observed then keeps only those), passes when none did (Observed
+// is emptied and Detail counts the connections), and is skipped when there was no
+// connection at all: nothing was checked, so nothing passed.
 func Judge(c Check, obs []Observation, elapsed time.Duration) Verdict {
 	v := Verdict{Check: c, Observed: obs, Elapsed: elapsed}
 	if c.Skip != "" {
@@ -26,6 +32,8 @@ func Judge(c Check, obs []Observation, elapsed time.Duration) Verdict {
 		judgeRoute(&v, elapsed)
 	case KindReceived:
 		judgeReceived(&v)
+	case KindRelayHeader:
+		judgeRelayHeader(&v)
 	default:
 		v.Status, v.Detail = StatusError, fmt.Sprintf("unknown kind of check %q", c.Kind)
 	}
@@ -97,6 +105,48 @@ func judgeReceived(v *Verdict) {
 		v.Detail = fmt.Sprintf("want a Received header with [%s], got %s", c.Want, strings.Join(bad, "; "))
 	default:
 		v.Status = StatusPass
+	}
+}
+
+// maxListed bounds the connections a failed relay-header detail lists.
+const maxListed = 3
+
+func judgeRelayHeader(v *Verdict) {
+	var bad []Observation
+	per := map[Route]int{}
+	var order []Route
+	for _, o := range v.Observed {
+		if per[o.Place] == 0 {
+			order = append(order, o.Place)
+		}
+		per[o.Place]++
+		if o.ProxyHeader {
+			bad = append(bad, o)
+		}
+	}
+	n := len(v.Observed)
+	switch {
+	case n == 0:
+		v.Status = StatusSkip
+		v.Detail = "no connection reached the fake source or the fake MX during the run: nothing to check"
+	case len(bad) > 0:
+		parts := make([]string, 0, maxListed+1)
+		for _, o := range bad[:min(len(bad), maxListed)] {
+			parts = append(parts, describe(o))
+		}
+		if len(bad) > maxListed {
+			parts = append(parts, fmt.Sprintf("and %d more", len(bad)-maxListed))
+		}
+		v.Status, v.Observed = StatusFail, bad
+		v.Detail = fmt.Sprintf("want no PROXY header on the server's outbound connections, got %d of %d beginning with one: %s",
+			len(bad), n, strings.Join(parts, "; "))
+	default:
+		counts := make([]string, len(order))
+		for i, p := range order {
+			counts[i] = fmt.Sprintf("%d to %s", per[p], p)
+		}
+		v.Status, v.Observed = StatusPass, nil
+		v.Detail = fmt.Sprintf("%d connection(s) (%s), none began with a PROXY header", n, strings.Join(counts, ", "))
 	}
 }
 

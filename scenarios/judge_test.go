@@ -23,6 +23,13 @@ func TestJudge(t *testing.T) {
 	proxyLine := "from probe.splitcheck.test (localhost [127.0.0.1]) by mx.example.org (Postfix) with ESMTP id 4B"
 	lmtp := "from mx.example.org by mx.example.org with LMTP id x"
 
+	relay := Check{Name: CheckRelayHeader, Kind: KindRelayHeader, Probe: CheckRelayHeader, Entry: EntryRelay}
+	clean := Observation{Place: RouteSource, Where: "fake source 127.0.0.4:2525",
+		Evidence: `connection 1 from 127.0.0.1:40001 began "EHLO mx.example.org\r\n"`}
+	cleanMX := Observation{Place: RouteMX, Where: "fake MX 127.0.0.5:25", Evidence: `connection 1 from 127.0.0.1:40003 began "EHLO mx.example.org\r\n"`}
+	proxied := Observation{Place: RouteSource, Where: "fake source 127.0.0.4:2525", ProxyHeader: true,
+		Evidence: `connection 2 from 127.0.0.1:40002 began "PROXY TCP4 198.51.100.7 127.0.0.4 40002 2525\r\nEHLO mx.example.org\r\n"`}
+
 	for _, tt := range []struct {
 		name       string
 		check      Check
@@ -60,6 +67,17 @@ func TestJudge(t *testing.T) {
 		{"received: nothing delivered", received, []Observation{reject}, time.Second, StatusFail, `probe "local/alice@example.org" was not delivered`},
 		{"received: nothing to look for", Check{Kind: KindReceived}, []Observation{withRcvd(local, good)}, time.Second, StatusError, "no announced"},
 		{"unknown kind", Check{Kind: "vibes"}, nil, 0, StatusError, `unknown kind of check "vibes"`},
+		{"relay: clean connections", relay, []Observation{clean, clean, cleanMX}, time.Second, StatusPass,
+			"3 connection(s) (2 to source, 1 to mx), none began with a PROXY header"},
+		{"relay: a PROXY header to the source", relay, []Observation{clean, proxied, cleanMX}, time.Second, StatusFail,
+			`want no PROXY header on the server's outbound connections, got 1 of 3 beginning with one: fake source 127.0.0.4:2525: connection 2 from 127.0.0.1:40002 began "PROXY TCP4 `},
+		{"relay: many listed with a count", relay, []Observation{proxied, proxied, proxied, proxied, proxied}, time.Second, StatusFail,
+			`got 5 of 5 beginning with one: fake source 127.0.0.4:2525: connection 2 from 127.0.0.1:40002 began "PROXY TCP4 198.51.100.7 127.0.0.4 40002 2525\r\nEHLO mx.example.org\r\n"; fake source`},
+		{"relay: the rest counted", relay, []Observation{proxied, proxied, proxied, proxied, proxied}, time.Second, StatusFail,
+			`EHLO mx.example.org\r\n"; and 2 more`},
+		{"relay: nothing connected is no pass", relay, nil, time.Second, StatusSkip,
+			"no connection reached the fake source or the fake MX during the run: nothing to check"},
+		{"relay: skipped", Check{Kind: KindRelayHeader, Skip: "why"}, []Observation{proxied}, 0, StatusSkip, "why"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			v := Judge(tt.check, tt.obs, tt.elapsed)
@@ -91,6 +109,18 @@ func TestJudgeReceivedEvidence(t *testing.T) {
 	}
 	if got, want := v.Observed[0].Evidence, "Received: "+line; got != want {
 		t.Errorf("evidence = %q; want %q", got, want)
+	}
+}
+
+func TestJudgeRelayHeaderObserved(t *testing.T) {
+	c := Check{Name: CheckRelayHeader, Kind: KindRelayHeader}
+	clean := Observation{Place: RouteSource, Evidence: "clean"}
+	bad := Observation{Place: RouteMX, Evidence: "proxied", ProxyHeader: true}
+	if v := Judge(c, []Observation{clean, bad, clean}, time.Second); len(v.Observed) != 1 || v.Observed[0].Evidence != "proxied" {
+		t.Errorf("failed relay-header Observed = %+v; want only the connection with the header", v.Observed)
+	}
+	if v := Judge(c, []Observation{clean}, time.Second); len(v.Observed) != 0 {
+		t.Errorf("passed relay-header Observed = %+v; want none (the detail counts them)", v.Observed)
 	}
 }
 

@@ -72,7 +72,9 @@ func (p Plan) migrated(rcpt string) bool {
 //   - the first local account plus-addressed (alice+splitcheck@) and upper-cased, both local;
 //   - a headerless connection on the PROXY listener (refused);
 //   - headerless mail to the first local account on the plain listener (local, the check
-//     "plain"), skipped when the plan has no plain listener or no local account.
+//     "plain"), skipped when the plan has no plain listener or no local account;
+//   - last, the relay probe (CheckRelayHeader): no connection the server opened to the
+//     fake source or the fake MX during the run may begin with a PROXY header.
 //
 // Probe names are unique, so the check names built from them are too.
 func Matrix(p Plan) []Probe {
@@ -138,12 +140,14 @@ func Matrix(p Plan) []Probe {
 		}
 	}
 	probes = append(probes, plain)
+	probes = append(probes, Probe{Name: CheckRelayHeader, Entry: EntryRelay})
 	return probes
 }
 
 // Checks expands probes into report lines, in order:
 //
 //   - a headerless probe is one check named after the probe, expecting reject;
+//   - a relay probe is one relay-header check named after the probe;
 //   - a plain probe gives one plain check per recipient;
 //   - any other probe gives one route check per recipient;
 //   - a probe with Received set adds "received/<probe>".
@@ -157,6 +161,9 @@ func Checks(probes []Probe) []Check {
 		switch p.Entry {
 		case EntryHeaderless:
 			out = append(out, Check{Name: p.Name, Kind: KindHeaderless, Probe: p.Name, Entry: p.Entry, Expect: RouteReject, Skip: p.Skip})
+			continue
+		case EntryRelay:
+			out = append(out, Check{Name: p.Name, Kind: KindRelayHeader, Probe: p.Name, Entry: p.Entry, Skip: p.Skip})
 			continue
 		}
 		kind := KindRoute
@@ -186,10 +193,10 @@ func Checks(probes []Probe) []Check {
 }
 
 // Validate reports probes a run cannot judge: an empty or repeated probe name, an
-// unknown entry or route, a headerless probe with recipients or another probe without
-// any (unless skipped), a recipient that is not an address or is repeated in one probe
-// (recipients are told apart case-insensitively, ignoring a "+tag"), and repeated check
-// names. Errors wrap ErrInvalid.
+// unknown entry or route, a headerless or relay probe with recipients (or Received)
+// or another probe without any (unless skipped), a recipient that is not an address
+// or is repeated in one probe (recipients are told apart case-insensitively,
+// ignoring a "+tag"), and repeated check names. Errors wrap ErrInvalid.
 func Validate(probes []Probe) error {
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -209,12 +216,12 @@ func Validate(probes []Probe) error {
 			if len(p.Recipients) == 0 && p.Skip == "" {
 				bad("%s: no recipients", label)
 			}
-		case EntryHeaderless:
+		case EntryHeaderless, EntryRelay:
 			if len(p.Recipients) > 0 {
-				bad("%s: a headerless probe carries no recipients", label)
+				bad("%s: a %s probe carries no recipients", label, p.Entry)
 			}
 			if p.Received {
-				bad("%s: a headerless probe delivers nothing whose Received header could be read", label)
+				bad("%s: a %s probe delivers nothing whose Received header could be read", label, p.Entry)
 			}
 		default:
 			bad("%s: unknown entry %q", label, p.Entry)

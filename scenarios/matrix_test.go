@@ -62,6 +62,7 @@ func TestMatrixChecks(t *testing.T) {
 		{"route/case/ALICE@EXAMPLE.ORG", KindRoute, EntryProxy, "ALICE@EXAMPLE.ORG", RouteLocal, false},
 		{"headerless", KindHeaderless, EntryHeaderless, "", RouteReject, false},
 		{"plain", KindPlain, EntryPlain, "alice@example.org", RouteLocal, false},
+		{"relay/no-proxy-header", KindRelayHeader, EntryRelay, "", "", false},
 	}
 	probes := Matrix(testPlan)
 	if err := Validate(probes); err != nil {
@@ -101,7 +102,7 @@ func TestMatrixVariants(t *testing.T) {
 		{
 			name:      "no plain listener",
 			plan:      Plan{Domains: []string{"example.org"}, Local: []string{"alice@example.org"}},
-			wantNames: []string{"route/local/alice@example.org", "headerless", "plain"},
+			wantNames: []string{"route/local/alice@example.org", "headerless", "plain", "relay/no-proxy-header"},
 			noNames:   []string{"mixed/alice@example.org"},
 			skipped:   map[string]string{"plain": "no plain listener configured (target.plain_smtp)"},
 		},
@@ -181,6 +182,9 @@ func TestValidate(t *testing.T) {
 		{"skipped without recipients", []Probe{{Name: "x", Entry: EntryPlain, Skip: "why"}}, ""},
 		{"headerless with recipients", []Probe{{Name: "h", Entry: EntryHeaderless, Recipients: ok.Recipients}}, "carries no recipients"},
 		{"headerless received", []Probe{{Name: "h", Entry: EntryHeaderless, Received: true}}, "Received header"},
+		{"relay", []Probe{{Name: "r", Entry: EntryRelay}}, ""},
+		{"relay with recipients", []Probe{{Name: "r", Entry: EntryRelay, Recipients: ok.Recipients}}, "a relay probe carries no recipients"},
+		{"relay received", []Probe{{Name: "r", Entry: EntryRelay, Received: true}}, "a relay probe delivers nothing"},
 		{"bad address", []Probe{{Name: "x", Entry: EntryProxy, Recipients: []Recipient{{Address: "Alice <a@x.org>", Expect: RouteLocal}}}}, "not an e-mail address"},
 		{"bad route", []Probe{{Name: "x", Entry: EntryProxy, Recipients: []Recipient{{Address: "a@x.org", Expect: RouteNone}}}}, "not an expected route"},
 		{"same mailbox twice", []Probe{{Name: "x", Entry: EntryProxy, Recipients: []Recipient{

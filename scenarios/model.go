@@ -28,6 +28,10 @@ const (
 	// EntryHeaderless is a connection to the PROXY listener, from the proxy's own
 	// address, that sends no PROXY header. It carries no recipients: it must be refused.
 	EntryHeaderless Entry = "headerless"
+	// EntryRelay sends nothing: its check looks at the connections the server
+	// under test opened to the fake source and the fake MX during the run, once
+	// every other probe is judged. It carries no recipients.
+	EntryRelay Entry = "relay"
 )
 
 // Kind says what a check asserts.
@@ -39,7 +43,13 @@ const (
 	KindReceived   Kind = "received"   // the delivered probe's Received header carries the announced client address
 	KindHeaderless Kind = "headerless" // a connection without a PROXY header on the PROXY listener is refused
 	KindPlain      Kind = "plain"      // headerless mail on the plain listener still works
+	// KindRelayHeader: no connection the server opened to the fake source or the
+	// fake MX began with a PROXY header (the relay must not send one).
+	KindRelayHeader Kind = "relay-header"
 )
+
+// CheckRelayHeader is the name of the built-in relay-header check (and of its probe).
+const CheckRelayHeader = "relay/no-proxy-header"
 
 // Recipient is one RCPT TO of a probe and the route the plan expects for it.
 type Recipient struct {
@@ -105,6 +115,9 @@ type Observation struct {
 	// At is when the sighting happened or was first noticed (zero: unknown; the
 	// engine then fills After from when it noticed).
 	At time.Time
+	// ProxyHeader marks a sighting of a relay-header check (one connection to a
+	// fake) whose first bytes were a PROXY protocol header.
+	ProxyHeader bool
 }
 
 // Verdict is the judged outcome of one check.
