@@ -38,6 +38,7 @@ var builtinChecks = []string{
 	"received/local/alice@example.org",
 	"headerless",
 	"plain",
+	"relay/no-proxy-header",
 }
 
 func TestVerifyReferenceTarget(t *testing.T) {

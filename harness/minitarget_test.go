@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,7 @@ import (
 type miniTarget struct {
 	domain   string
 	accounts []string // addresses; the password of each is "pw-" + address
-	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local"
+	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source"
 
 	// Where the target delivers, chosen before the harness binds them.
 	source, dns string
@@ -304,7 +305,57 @@ func (s *miniSession) Logout() error { return nil }
 
 // deliver relays msg in the background, like a queue.
 func (m *miniTarget) deliver(addr, from, rcpt string, msg []byte) {
+	if m.mutation == "proxy-to-source" {
+		m.serve(func() { _ = relayWithProxyHeader(addr, from, rcpt, msg) })
+		return
+	}
 	m.serve(func() { _ = relay(addr, from, rcpt, msg) })
+}
+
+// relayWithProxyHeader relays msg as a server with a misconfigured outbound side
+// would: a PROXY v1 header first (which the receiving MTA answers as an unknown
+// command), then the SMTP dialogue.
+func relayWithProxyHeader(addr, from, rcpt string, msg []byte) error {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := nc.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return err
+	}
+	if _, err := proxyproto.HeaderProxyFromAddrs(1, nc.LocalAddr(), nc.RemoteAddr()).WriteTo(nc); err != nil {
+		return err
+	}
+	tc := textproto.NewConn(nc)
+	if _, _, err := tc.ReadResponse(220); err != nil {
+		return err
+	}
+	if _, _, err := tc.ReadResponse(0); err != nil { // the reply to the PROXY line
+		return err
+	}
+	for _, step := range []struct {
+		cmd  string
+		code int
+	}{{"EHLO mini.test", 250}, {"MAIL FROM:<" + from + ">", 250}, {"RCPT TO:<" + rcpt + ">", 250}, {"DATA", 354}} {
+		if err := tc.PrintfLine("%s", step.cmd); err != nil {
+			return err
+		}
+		if _, _, err := tc.ReadResponse(step.code); err != nil {
+			return err
+		}
+	}
+	w := tc.DotWriter()
+	if _, err := w.Write(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if _, _, err := tc.ReadResponse(250); err != nil {
+		return err
+	}
+	return tc.PrintfLine("QUIT")
 }
 
 func relay(addr, from, rcpt string, msg []byte) error {

@@ -205,8 +205,14 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 
 	r.verdicts = make([]scenarios.Verdict, len(r.checks))
 	r.judged = make([]bool, len(r.checks))
+	r.start = mono
 	var wg sync.WaitGroup
+	var relay []scenarios.Probe
 	for i, p := range probes {
+		if p.Entry == scenarios.EntryRelay {
+			relay = append(relay, p) // judged once every other probe is
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -214,6 +220,9 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 		}()
 	}
 	wg.Wait()
+	for _, p := range relay {
+		r.runRelay(ctx, p)
+	}
 
 	res.Elapsed = time.Since(mono)
 	res.Verdicts = r.verdicts
@@ -267,6 +276,7 @@ type run struct {
 	checks   []scenarios.Check
 	env      *env
 	places   []place
+	start    time.Time // when the run started (monotonic)
 
 	mu       sync.Mutex
 	verdicts []scenarios.Verdict

@@ -153,7 +153,7 @@ func TestVerifyReferenceTarget(t *testing.T) {
 		"route/open-relay/erin@external.test", "route/open-relay/frank@other.test",
 		"mixed/alice@example.org", "mixed/bob@example.org", "mixed/erin@external.test",
 		"route/plus/alice+splitcheck@example.org", "route/case/ALICE@EXAMPLE.ORG",
-		"headerless", "plain",
+		"headerless", "plain", "relay/no-proxy-header",
 	}
 	var got []string
 	for _, v := range res.Verdicts {
@@ -169,6 +169,10 @@ func TestVerifyReferenceTarget(t *testing.T) {
 		case scenarios.KindRoute, scenarios.KindPlain, scenarios.KindHeaderless:
 			if len(v.Observed) != 1 || v.Observed[0].Place != v.Check.Expect {
 				t.Errorf("%s passed with sightings %v; want exactly one at %s", v.Check.Name, v.Observed, v.Check.Expect)
+			}
+		case scenarios.KindRelayHeader:
+			if !strings.Contains(v.Detail, " to source, ") || !strings.Contains(v.Detail, " to mx)") {
+				t.Errorf("%s passed with detail %q; want Postfix's connections to both fakes counted", v.Check.Name, v.Detail)
 			}
 		case scenarios.KindReceived:
 			if len(v.Observed) == 0 || !strings.Contains(v.Observed[0].Evidence, "[198.51.100.7]") {

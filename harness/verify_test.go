@@ -23,6 +23,7 @@ var miniChecks = []string{
 	"route/unmigrated/bob@example.org", "route/external/erin@external.test", "route/open-relay/erin@external.test",
 	"mixed/alice@example.org", "mixed/bob@example.org", "mixed/erin@external.test",
 	"route/plus/alice+splitcheck@example.org", "route/case/ALICE@EXAMPLE.ORG", "headerless", "plain",
+	"relay/no-proxy-header",
 }
 
 func verify(t *testing.T, cfg *config.Config, opt harness.VerifyOptions) *harness.Result {
@@ -72,7 +73,7 @@ func TestVerifyMini(t *testing.T) {
 			t.Errorf("%s: %s: %s (observed %s)", v.Check.Name, v.Status, v.Detail, places(v))
 			continue
 		}
-		if v.Check.Kind != scenarios.KindReceived && places(v) != string(v.Check.Expect) {
+		if v.Check.Kind != scenarios.KindReceived && v.Check.Kind != scenarios.KindRelayHeader && places(v) != string(v.Check.Expect) {
 			t.Errorf("%s passed with sightings %s; want exactly one at %s", v.Check.Name, places(v), v.Check.Expect)
 		}
 	}
@@ -113,6 +114,11 @@ func TestVerifyMini(t *testing.T) {
 			t.Errorf("%s evidence = %+v; want one matching %s", name, got.Observed, re)
 		}
 	}
+	// The relays reached both fakes, none with a PROXY header.
+	relayed := regexp.MustCompile(`^\d+ connection\(s\) \([1-9]\d* to source, [1-9]\d* to mx\), none began with a PROXY header$`)
+	if got := v[scenarios.CheckRelayHeader]; got.Status != scenarios.StatusPass || !relayed.MatchString(got.Detail) {
+		t.Errorf("%s = %s %q; want pass with a detail matching %s", scenarios.CheckRelayHeader, got.Status, got.Detail, relayed)
+	}
 }
 
 func TestVerifyMiniMutations(t *testing.T) {
@@ -137,6 +143,10 @@ func TestVerifyMiniMutations(t *testing.T) {
 		{"drop-external", map[string]*regexp.Regexp{
 			"route/external/erin@external.test": regexp.MustCompile(`^want mx, got none: not seen anywhere within 2s; the target accepted it: DATA 250 `),
 			"mixed/erin@external.test":          regexp.MustCompile(`not seen anywhere within 2s`),
+		}},
+		{"proxy-to-source", map[string]*regexp.Regexp{
+			scenarios.CheckRelayHeader: regexp.MustCompile(`^want no PROXY header on the server's outbound connections, got [1-9]\d* of \d+ beginning with one: ` +
+				`fake source 127\.0\.0\.1:\d+: connection \d+ from 127\.0\.0\.1:\d+ began "PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ \d+\\r\\n`),
 		}},
 		{"duplicate-local", map[string]*regexp.Regexp{
 			"route/local/alice@example.org": regexp.MustCompile(`^want local exactly once, seen 2 times: local \(IMAP .* alice@example\.org INBOX uid \d+\); local \(`),
@@ -310,7 +320,7 @@ func TestVerifyEnvironmentErrors(t *testing.T) {
 			return ctx
 		}, want: "context canceled"},
 		{name: "repeated probe name", opt: harness.VerifyOptions{Extra: []scenarios.Probe{{Name: "headerless", Entry: scenarios.EntryHeaderless}}},
-			want: `probe 3 "headerless": name used twice`, config: true},
+			want: `probe 4 "headerless": name used twice`, config: true},
 		{name: "nothing to run", opt: harness.VerifyOptions{Replace: true}, want: "no probes to run", config: true},
 		{name: "bad announce", mod: func(c *config.Config) { c.Proxy.Announce = "nowhere" }, want: "proxy.announce", config: true},
 	} {
