@@ -32,6 +32,7 @@ var exampleEnv = map[string]string{
 	"STALWART_ADMIN_PASSWORD":  "example-pw-3",
 	"SOURCE_RELAY_SECRET":      "example-pw-4",
 	"BULK_MASTER_PASSWORD":     "example-pw-5",
+	"SOURCE_TEST_PASSWORD":     "example-pw-6",
 }
 
 func setExampleEnv(t *testing.T) {

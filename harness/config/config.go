@@ -387,6 +387,15 @@ func (c *Config) validate(v *validator) {
 	}
 	if c.Migration != nil {
 		c.Migration.validate(v)
+		if a := c.Migration.SourceTestAddress; a != "" {
+			f := "migration.source_test_address"
+			v.inDomains(f, a, c.Plan.Domains, true)
+			for _, l := range c.Plan.Local {
+				if strings.EqualFold(l.Address, a) {
+					v.fail(f, fmt.Sprintf("%q is a local account (plan.local); the source test address lives on the source", a))
+				}
+			}
+		}
 	}
 	if c.Bulk != nil {
 		c.Bulk.validate(v)

@@ -146,6 +146,27 @@ type Migration struct {
 	DefaultHostname string `yaml:"default_hostname"`
 	// TestAccounts are created by apply with random passwords and removed by rollback.
 	TestAccounts []TestAccount `yaml:"test_accounts"`
+	// SourceTestAddress is an address on the real source, in a migrated domain,
+	// whose mailbox SourceMailbox reads. In live mode it is an extra unmigrated
+	// probe recipient, and its source verdict comes from that mailbox rather than
+	// from Stalwart's queue. Set both or neither.
+	SourceTestAddress string `yaml:"source_test_address"`
+	// SourceMailbox says how to read SourceTestAddress's mailbox on the source
+	// over IMAP (live mode only).
+	SourceMailbox *SourceMailbox `yaml:"source_mailbox"`
+}
+
+// SourceMailbox is the IMAP login to the source test address's mailbox on the
+// real source server: the same keys as plan.local[].mailbox, IMAP only.
+type SourceMailbox struct {
+	// Address is host:port of the source's IMAP server.
+	Address string `yaml:"address"`
+	// TLS is "none", "starttls" or "implicit" (default implicit when the port is 993, else none).
+	TLS                string `yaml:"tls"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// Username defaults to migration.source_test_address.
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"`
 }
 
 // Relay is an MtaRoute/Relay target.
@@ -233,6 +254,26 @@ func (m *Migration) validate(v *validator) {
 	if m.DefaultHostname != "" && (!strings.Contains(m.DefaultHostname, ".") || strings.ContainsAny(m.DefaultHostname, " /:@")) {
 		v.fail("migration.default_hostname", fmt.Sprintf("%q is not a fully qualified host name", m.DefaultHostname))
 	}
+	if mb := m.SourceMailbox; mb != nil {
+		if mb.Username == "" {
+			mb.Username = m.SourceTestAddress
+		}
+		if mb.TLS == "" {
+			mb.TLS = "none"
+			if strings.HasSuffix(mb.Address, ":993") {
+				mb.TLS = "implicit"
+			}
+		}
+		v.addrPort("migration.source_mailbox.address", mb.Address, true)
+		v.oneOf("migration.source_mailbox.tls", mb.TLS, "none", "starttls", "implicit")
+		v.secret("migration.source_mailbox.password", &mb.Password, true)
+		if m.SourceTestAddress == "" {
+			v.fail("migration.source_test_address", "required with migration.source_mailbox (the address whose mailbox it is)")
+		}
+	} else if m.SourceTestAddress != "" {
+		v.fail("migration.source_mailbox", "required with migration.source_test_address (how to read its mailbox on the source)")
+	}
+	v.email("migration.source_test_address", m.SourceTestAddress, false)
 	for i, a := range m.TestAccounts {
 		f := fmt.Sprintf("migration.test_accounts.%d.address", i)
 		v.email(f, a.Address, true)

@@ -168,3 +168,68 @@ func TestSecretsNotPrinted(t *testing.T) {
 func sprintAll(x any) string {
 	return fmt.Sprintf("%v %+v %#v", x, x, x)
 }
+
+func TestSourceMailbox(t *testing.T) {
+	const mailbox = `  source_test_address: tester@example.org
+  source_mailbox:
+    address: imap.source.test:993
+    password: {env: SOURCE_PW}
+`
+	cfg, err := Parse("run.yaml", []byte(stalwartBaseYAML+stalwartSectionYAML+mailbox), env(map[string]string{"ADMIN_PW": "x", "SOURCE_PW": "src-pw-7"}))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	m := cfg.Migration
+	if mb := m.SourceMailbox; m.SourceTestAddress != "tester@example.org" || mb == nil || mb.Address != "imap.source.test:993" ||
+		mb.TLS != "implicit" || mb.Username != "tester@example.org" || mb.Password.Value() != "src-pw-7" {
+		t.Errorf("source test address %q, mailbox %+v; want tester@example.org read over implicit TLS as itself with the env password",
+			m.SourceTestAddress, mb)
+	}
+	if s := sprintAll(m); strings.Contains(s, "src-pw-7") {
+		t.Errorf("formatted migration contains the source mailbox password: %s", s)
+	}
+
+	for _, tt := range []struct {
+		name, from, to, wantField, wantMsg string
+	}{
+		{"address outside the migrated domains", "tester@example.org", "tester@other.test", "migration.source_test_address", "not in a migrated domain"},
+		{"not an address", "tester@example.org", "tester", "migration.source_test_address", "not a bare e-mail address"},
+		{"mailbox without address", "  source_test_address: tester@example.org\n", "", "migration.source_test_address", "required with migration.source_mailbox"},
+		{"address without mailbox", "  source_mailbox:\n    address: imap.source.test:993\n    password: {env: SOURCE_PW}\n", "",
+			"migration.source_mailbox", "required with migration.source_test_address"},
+		{"bad imap address", "imap.source.test:993", "imap.source.test", "migration.source_mailbox.address", "not host:port"},
+		{"bad tls", "    password:", "    tls: ssl\n    password:", "migration.source_mailbox.tls", `"ssl" is not one of`},
+		{"password unset", "{env: SOURCE_PW}", "{env: NOPE}", "migration.source_mailbox.password", "NOPE is not set"},
+		{"no password", "    password: {env: SOURCE_PW}\n", "", "migration.source_mailbox.password", "required"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(mailbox, tt.from) {
+				t.Fatalf("test edit %q does not apply", tt.from)
+			}
+			doc := stalwartBaseYAML + stalwartSectionYAML + strings.Replace(mailbox, tt.from, tt.to, 1)
+			_, err := Parse("run.yaml", []byte(doc), env(map[string]string{"ADMIN_PW": "x", "SOURCE_PW": "y"}))
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("Parse error = %v; want config errors", err)
+			}
+			for _, e := range es {
+				if e.Field == tt.wantField && strings.Contains(e.Msg, tt.wantMsg) {
+					if e.Line == 0 {
+						t.Errorf("error for %s has no line", e.Field)
+					}
+					return
+				}
+			}
+			t.Errorf("errors %v; want field %s with %q", err, tt.wantField, tt.wantMsg)
+		})
+	}
+
+	// A local account cannot be the source's test address.
+	doc := strings.Replace(stalwartBaseYAML, "  unmigrated: [bob@example.org]\n",
+		"  local:\n    - address: tester@example.org\n      mailbox: {address: 127.0.0.1:143, password: p}\n", 1) +
+		stalwartSectionYAML + mailbox
+	if _, err := Parse("run.yaml", []byte(doc), env(map[string]string{"ADMIN_PW": "x", "SOURCE_PW": "y"})); err == nil ||
+		!strings.Contains(err.Error(), "field migration.source_test_address: \"tester@example.org\" is a local account") {
+		t.Errorf("Parse = %v; want the local account refused as the source test address", err)
+	}
+}
