@@ -153,7 +153,7 @@ func (ss *session) Data(r io.Reader) error {
 		ReceivedAt:  time.Now(),
 		From:        ss.from,
 		MailParams:  ss.mailParams,
-		Rcpts:       append([]Rcpt(nil), ss.rcpts...),
+		Rcpts:       ss.rcpts, // Reset drops it, never reuses it
 		RemoteAddr:  ss.c.RemoteAddr().String(),
 		LocalAddr:   ss.c.LocalAddr().String(),
 		Helo:        ss.helo,

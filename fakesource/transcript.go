@@ -171,15 +171,25 @@ func (t *transcript) scanData(p []byte) []byte {
 
 func (t *transcript) push(verb string) {
 	if len(t.queue) >= maxQueue {
-		t.queue = t.queue[1:]
+		t.pop()
 	}
 	t.queue = append(t.queue, verb)
 }
 
+// pop removes and returns the oldest queued verb. It shifts the rest down
+// rather than reslicing, so the queue keeps its array and pushes do not
+// allocate.
+func (t *transcript) pop() string {
+	v := t.queue[0]
+	n := copy(t.queue, t.queue[1:])
+	t.queue[n] = ""
+	t.queue = t.queue[:n]
+	return v
+}
+
 // commandLine handles the complete line in t.line.
 func (t *transcript) commandLine() {
-	line := string(t.line)
-	t.line = t.line[:0]
+	defer func() { t.line = t.line[:0] }()
 	if t.saslNext {
 		// A SASL response: credentials, never parsed or kept.
 		t.saslNext = false
@@ -187,7 +197,7 @@ func (t *transcript) commandLine() {
 		t.holding = true
 		return
 	}
-	verb, arg := commandVerb(line)
+	verb, arg := commandVerbBytes(t.line)
 	t.push(verb)
 	switch verb {
 	case "DATA", "AUTH", "STARTTLS":
@@ -206,6 +216,70 @@ func (t *transcript) commandLine() {
 			t.delays = append(t.delays, verb)
 		}
 	}
+}
+
+// commandVerbBytes is commandVerb(string(line)) without allocating for an
+// ASCII line with a common verb.
+func commandVerbBytes(line []byte) (verb, arg string) {
+	for _, c := range line {
+		if c >= utf8.RuneSelf {
+			return commandVerb(string(line))
+		}
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	switch {
+	case len(line) >= 8 && bytes.EqualFold(line[:8], []byte("STARTTLS")):
+		return "STARTTLS", ""
+	case len(line) == 4:
+		return upperVerb(line), ""
+	case len(line) < 6 || line[4] != ' ':
+		return "", ""
+	}
+	verb = upperVerb(line[:4])
+	if verb == "BDAT" {
+		// Only BDAT's argument is used (its chunk size).
+		arg = strings.TrimSpace(string(line[5:]))
+	}
+	return verb, arg
+}
+
+// upperVerb upper-cases a four-byte ASCII verb, returning a constant for
+// the verbs SMTP clients send.
+func upperVerb(b []byte) string {
+	var u [4]byte
+	for i, c := range b[:4] {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		u[i] = c
+	}
+	switch string(u[:]) {
+	case "EHLO":
+		return "EHLO"
+	case "HELO":
+		return "HELO"
+	case "LHLO":
+		return "LHLO"
+	case "MAIL":
+		return "MAIL"
+	case "RCPT":
+		return "RCPT"
+	case "DATA":
+		return "DATA"
+	case "BDAT":
+		return "BDAT"
+	case "RSET":
+		return "RSET"
+	case "NOOP":
+		return "NOOP"
+	case "QUIT":
+		return "QUIT"
+	case "AUTH":
+		return "AUTH"
+	case "VRFY":
+		return "VRFY"
+	}
+	return string(u[:])
 }
 
 // commandVerb mirrors go-smtp's parseCmd: it returns the upper-case verb and
@@ -325,8 +399,7 @@ func (t *transcript) reply(r Reply) {
 		t.banner = true
 		r.Command = "CONNECT"
 	case len(t.queue) > 0:
-		r.Command = t.queue[0]
-		t.queue = t.queue[1:]
+		r.Command = t.pop()
 	}
 	if t.predicted {
 		t.predicted = false

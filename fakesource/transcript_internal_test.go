@@ -81,3 +81,35 @@ func TestTranscriptWindow(t *testing.T) {
 		}
 	}
 }
+
+func commandVerbSeeds() []string {
+	return []string{
+		"MAIL FROM:<a@b>\r\n", "mail from:<a@b>\r\n", "QUIT\r\n", "quit", "DATA\r\n", "BDAT 12 LAST\r\n",
+		"bdat  7 \r\n", "STARTTLS\r\n", "starttls extra\r\n", "EHLO\r\n", "EHL\r\n", "EHLO5\r\n",
+		"RCPT\tTO:<x>\r\n", "", "\r\n", "XYZW arg\r\n", "ÉHLO x\r\n", "MAIL FROM:<ünï@b>\r\n", "\xffAIL x\r\n",
+		"sTaRtTlS", "AUTH PLAIN\r\n", "a\x00cd e\r\n",
+	}
+}
+
+func TestCommandVerbBytes(t *testing.T) {
+	for _, line := range commandVerbSeeds() {
+		gv, ga := commandVerbBytes([]byte(line))
+		wv, wa := commandVerb(line)
+		if gv != wv || (wv == "BDAT" && ga != wa) {
+			t.Errorf("commandVerbBytes(%q) = %q, %q; want %q, %q (as commandVerb)", line, gv, ga, wv, wa)
+		}
+	}
+}
+
+func FuzzCommandVerbBytes(f *testing.F) {
+	for _, s := range commandVerbSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		gv, ga := commandVerbBytes([]byte(line))
+		wv, wa := commandVerb(line)
+		if gv != wv || (wv == "BDAT" && ga != wa) {
+			t.Errorf("commandVerbBytes(%q) = %q, %q; want %q, %q (as commandVerb)", line, gv, ga, wv, wa)
+		}
+	})
+}
