@@ -74,7 +74,11 @@ migration.mode says how the "source" route is checked:
                        timeout and Ctrl-C.
   live                 the route stays on the real source; a source probe counts
                        when Stalwart's queue shows its recipient completed with
-                       the real source as the responding host.
+                       the real source as the responding host. With
+                       migration.source_test_address and source_mailbox set,
+                       that address is probed too and its verdict comes from
+                       its mailbox on the source, read over IMAP (a message
+                       relayed at once leaves the queue before it is seen).
 The report names the mode that produced the verdicts. Local accounts whose
 mailbox protocol is jmap are read through Stalwart's JMAP mail API (the passwords
 of test accounts apply creates come from its snapshot). For source and mx probes
@@ -154,6 +158,9 @@ type rehearsalRecord struct {
 type liveRecord struct {
 	RealSource string `json:"real_source"`
 	Observer   string `json:"observer"`
+	// SourceMailbox is the source test address whose verdicts come from its
+	// mailbox on the source, and the IMAP server ("" without one).
+	SourceMailbox string `json:"source_mailbox,omitempty"`
 }
 
 // rollbackRecord is --rollback-after's result.
@@ -427,14 +434,34 @@ func (r *runState) verifyStep(parent context.Context, applied *stalwart.ApplyRes
 		}
 		vo.LocalObserver = local
 	}
+	vcfg := cfg
+	var src *sourceObserver
 	if cfg.Migration.Mode == config.ModeLive {
-		vo.Observers = map[scenarios.Route]harness.Observer{scenarios.RouteSource: &stalwartobs.Queue{
-			Client: c, Host: cfg.Migration.Source.Address, Sender: cfg.Probe.Sender, Since: r.opts.now()}}
+		queue := &stalwartobs.Queue{Client: c, Host: cfg.Migration.Source.Address, Sender: cfg.Probe.Sender, Since: r.opts.now()}
+		vo.Observers = map[scenarios.Route]harness.Observer{scenarios.RouteSource: queue}
+		if m := cfg.Migration.SourceMailbox; m != nil {
+			addr := cfg.Migration.SourceTestAddress
+			mailbox := newSourceMailbox(addr, m, cfg.Timeouts.Connect, r)
+			defer mailbox.Close()
+			cctx, cancel := context.WithTimeout(parent, 2*cfg.Timeouts.Connect)
+			err := mailbox.Check(cctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("run: source mailbox (migration.source_mailbox): %w", err)
+			}
+			src = &sourceObserver{addr: addr, server: m.Address, mailbox: mailbox, fallback: queue}
+			vo.Observers[scenarios.RouteSource] = src
+			vcfg = withSourceTestAddress(cfg)
+			if r.rec.Live != nil {
+				r.rec.Live.Observer = src.describe(r.rec.Live.Observer)
+				r.rec.Live.SourceMailbox = addr + " at " + m.Address
+			}
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(parent, r.timeout)
 	defer cancel()
-	res, err := r.opts.verify(ctx, cfg, vo)
+	res, err := r.opts.verify(ctx, vcfg, vo)
 	r.progress.Clear()
 	if err != nil {
 		switch {
@@ -453,6 +480,9 @@ func (r *runState) verifyStep(parent context.Context, applied *stalwart.ApplyRes
 	}
 	r.res = res
 	r.verdicts = res.Verdicts
+	if src != nil {
+		src.addMailboxEvidence(r.verdicts)
+	}
 	if parent.Err() == nil {
 		qctx, cancel := context.WithTimeout(parent, 4*cfg.Timeouts.Connect) // for every late or missing probe
 		stalwartobs.AddQueueEvidence(qctx, c, r.verdicts, cfg.Probe.Sender, 0)

@@ -42,17 +42,21 @@ type runStub struct {
 	block bool
 	// during runs inside verify, for checks that need the live options.
 	during func(ctx context.Context, opts harness.VerifyOptions)
+	// judge, when set, makes the result instead of res (from the config and
+	// options verify was given).
+	judge func(ctx context.Context, cfg *config.Config, opts harness.VerifyOptions) *harness.Result
 
 	called      int
 	relay       map[string]any
+	cfg         *config.Config
 	opts        harness.VerifyOptions
 	snapExisted bool
 	callsBefore int
 }
 
-func (s *runStub) verify(ctx context.Context, _ *config.Config, opts harness.VerifyOptions) (*harness.Result, error) {
+func (s *runStub) verify(ctx context.Context, cfg *config.Config, opts harness.VerifyOptions) (*harness.Result, error) {
 	s.called++
-	s.opts = opts
+	s.cfg, s.opts = cfg, opts
 	_, s.relay = s.srv.Find("x:MtaRoute", "name", "source")
 	s.callsBefore = len(s.srv.Calls())
 	if s.snapPath != "" {
@@ -63,6 +67,8 @@ func (s *runStub) verify(ctx context.Context, _ *config.Config, opts harness.Ver
 		s.during(ctx, opts)
 	}
 	switch {
+	case s.judge != nil:
+		return s.judge(ctx, cfg, opts), s.err
 	case s.cancel != nil:
 		s.cancel()
 		<-ctx.Done()
