@@ -373,7 +373,9 @@ func (p *Proxy) open(ctx context.Context, pr *pair) (net.Conn, string, error) {
 	if timeout <= 0 {
 		timeout = defaultDialTimeout
 	}
-	nd := net.Dialer{Timeout: timeout}
+	// No TCP keepalive on the backend conn: IdleTimeout ends dead pairs, and
+	// keepalive costs setsockopt calls before the header can be sent.
+	nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if la != nil {
 		nd.LocalAddr = la
 	}
