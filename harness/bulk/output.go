@@ -3,7 +3,6 @@ package bulk
 import (
 	"bufio"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"os"
@@ -251,33 +250,13 @@ func (j *JSONWriter) Close(res *Result) error {
 }
 
 // JUnitWriter writes a JUnit XML file with one testcase per verdict and one
-// error testcase per malformed row, without holding them: the testcases go to a
-// temporary file beside the target, and Close writes the file with the totals
-// and renames it into place.
+// error testcase per malformed row, without holding them: a report.JUnitStream
+// spools the testcases to a temporary file beside the target, and Close writes the
+// file with the totals and renames it into place.
 type JUnitWriter struct {
-	path, suite string
-	tmp         *os.File
-	bw          *bufio.Writer
-	enc         *xml.Encoder
-	counts      struct{ tests, failures, errors, skipped int }
-	err         error
-}
-
-type junitCase struct {
-	XMLName   xml.Name     `xml:"testcase"`
-	Name      string       `xml:"name,attr"`
-	Classname string       `xml:"classname,attr"`
-	Time      string       `xml:"time,attr"`
-	Failure   *junitResult `xml:"failure,omitempty"`
-	Error     *junitResult `xml:"error,omitempty"`
-	Skipped   *junitResult `xml:"skipped,omitempty"`
-	SystemOut string       `xml:"system-out,omitempty"`
-}
-
-type junitResult struct {
-	Message string `xml:"message,attr,omitempty"`
-	Type    string `xml:"type,attr,omitempty"`
-	Text    string `xml:",chardata"`
+	path   string
+	tmp    *os.File
+	stream *report.JUnitStream
 }
 
 // NewJUnitWriter starts a JUnit file at path for the suite name.
@@ -286,63 +265,20 @@ func NewJUnitWriter(path, suite string) (*JUnitWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("write junit: %w", err)
 	}
-	bw := bufio.NewWriter(tmp)
-	enc := xml.NewEncoder(bw)
-	enc.Indent("    ", "  ")
-	return &JUnitWriter{path: path, suite: suite, tmp: tmp, bw: bw, enc: enc}, nil
+	return &JUnitWriter{path: path, tmp: tmp, stream: report.NewJUnitStream(tmp, suite)}, nil
 }
 
-func (j *JUnitWriter) write(c junitCase) {
-	j.counts.tests++
-	if j.err == nil {
-		if err := j.enc.Encode(c); err != nil {
-			j.err = fmt.Errorf("write junit: %w", err)
-		}
-	}
-}
-
-// Verdict adds one testcase.
+// Verdict adds one testcase, named after the check and the row's line, with the
+// expected route as its class.
 func (j *JUnitWriter) Verdict(v Verdict) {
-	c := junitCase{
-		Name:      fmt.Sprintf("%s (line %d)", v.Check.Name, v.Line),
-		Classname: j.suite + "." + string(v.Check.Expect),
-		Time:      fmt.Sprintf("%.3f", v.Elapsed.Seconds()),
-	}
-	text := sightingsText(v.Verdict)
-	msg := strings.TrimSpace(v.Detail)
-	switch v.Status {
-	case scenarios.StatusPass:
-		c.SystemOut = text
-	case scenarios.StatusFail:
-		j.counts.failures++
-		c.Failure = &junitResult{Message: msg, Type: "mismatch", Text: text}
-	case scenarios.StatusSkip:
-		j.counts.skipped++
-		c.Skipped = &junitResult{Message: msg}
-	default:
-		j.counts.errors++
-		c.Error = &junitResult{Message: msg, Type: "error", Text: text}
-	}
-	j.write(c)
+	j.stream.Add(v.Verdict, report.JUnitName(fmt.Sprintf("%s (line %d)", v.Check.Name, v.Line)),
+		report.JUnitClass(string(v.Check.Expect)))
 }
 
 // Malformed adds an error testcase for a malformed row.
 func (j *JUnitWriter) Malformed(e *RowError) {
-	j.counts.errors++
-	j.write(junitCase{Name: fmt.Sprintf("input %s line %d", e.Name, e.Line), Classname: j.suite + ".input", Time: "0.000",
-		Error: &junitResult{Message: e.Msg, Type: "malformed", Text: e.Text}})
-}
-
-func sightingsText(v scenarios.Verdict) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "expected: %s\n", v.Check.Expect)
-	if len(v.Observed) == 0 {
-		b.WriteString("observed: none\n")
-	}
-	for _, o := range v.Observed {
-		fmt.Fprintf(&b, "observed: %s at %s after %s: %s\n", o.Place, o.Where, o.After.Round(time.Millisecond), o.Evidence)
-	}
-	return b.String()
+	j.stream.AddError(report.JUnitError{Name: fmt.Sprintf("input %s line %d", e.Name, e.Line), Class: "input",
+		Type: "malformed", Message: e.Msg, Text: e.Text})
 }
 
 // Close writes the file (totals, then every testcase) and removes the
@@ -350,37 +286,14 @@ func sightingsText(v scenarios.Verdict) string {
 func (j *JUnitWriter) Close(elapsed time.Duration) error {
 	defer os.Remove(j.tmp.Name())
 	defer j.tmp.Close()
-	if j.err == nil {
-		if err := j.enc.Flush(); err != nil {
-			j.err = err
-		} else if err := j.bw.Flush(); err != nil {
-			j.err = err
-		}
-	}
-	if j.err != nil {
-		return j.err
-	}
 	out, err := os.CreateTemp(filepath.Dir(j.path), ".junit-out-*.tmp")
 	if err != nil {
 		return fmt.Errorf("write junit: %w", err)
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
-	bw := bufio.NewWriter(out)
-	n := j.counts
-	secs := fmt.Sprintf("%.3f", elapsed.Seconds())
-	attrs := fmt.Sprintf(`tests="%d" failures="%d" errors="%d" skipped="%d" time="%s"`, n.tests, n.failures, n.errors, n.skipped, secs)
-	name := xmlAttr(j.suite)
-	fmt.Fprintf(bw, "%s<testsuites name=\"%s\" %s>\n  <testsuite name=\"%s\" %s>", xml.Header, name, attrs, name, attrs)
-	if _, err := j.tmp.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("write junit: %w", err)
-	}
-	if _, err := io.Copy(bw, j.tmp); err != nil {
-		return fmt.Errorf("write junit: %w", err)
-	}
-	bw.WriteString("\n  </testsuite>\n</testsuites>\n")
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("write junit: %w", err)
+	if err := j.stream.Finish(out, elapsed); err != nil {
+		return err
 	}
 	if err := out.Chmod(0o644); err != nil {
 		return fmt.Errorf("write junit: %w", err)
@@ -398,12 +311,4 @@ func (j *JUnitWriter) Close(elapsed time.Duration) error {
 func (j *JUnitWriter) Abort() {
 	j.tmp.Close()
 	os.Remove(j.tmp.Name())
-}
-
-func xmlAttr(s string) string {
-	var b strings.Builder
-	if err := xml.EscapeText(&b, []byte(s)); err != nil {
-		return ""
-	}
-	return strings.ReplaceAll(b.String(), `"`, "&#34;")
 }

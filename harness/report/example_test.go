@@ -1,6 +1,7 @@
 package report_test
 
 import (
+	"bytes"
 	"os"
 	"time"
 
@@ -67,6 +68,32 @@ func ExampleJUnit() {
 	//   <testsuite name="splitcheck" tests="1" failures="1" errors="0" skipped="0" time="1.000">
 	//     <testcase name="route/unmigrated/bob@example.org" classname="splitcheck.route" time="0.003">
 	//       <failure message="want source, got reject" type="mismatch">expected: source&#xA;observed: reject at RCPT TO after 3ms: 550 5.1.1 &lt;bob@example.org&gt;: User unknown&#xA;</failure>
+	//     </testcase>
+	//   </testsuite>
+	// </testsuites>
+}
+
+func ExampleJUnitStream() {
+	// A large run spools its testcases to a temporary file; a buffer does for the example.
+	var spool bytes.Buffer
+	s := report.NewJUnitStream(&spool, "splitcheck-bulk")
+	s.Add(scenarios.Verdict{
+		Check:    scenarios.Check{Name: "route/local/alice@example.org", Kind: scenarios.KindRoute, Expect: scenarios.RouteLocal},
+		Status:   scenarios.StatusPass,
+		Observed: []scenarios.Observation{{Place: scenarios.RouteLocal, Where: "INBOX", Evidence: "uid 7", After: 12 * time.Millisecond}},
+		Elapsed:  12 * time.Millisecond,
+	}, report.JUnitName("alice@example.org (line 2)"), report.JUnitClass("local"))
+	s.AddError(report.JUnitError{Name: "input list.txt line 3", Class: "input", Type: "malformed", Message: "not an address", Text: "bob"})
+	_ = s.Finish(os.Stdout, time.Second)
+	// Output:
+	// <?xml version="1.0" encoding="UTF-8"?>
+	// <testsuites name="splitcheck-bulk" tests="2" failures="0" errors="1" skipped="0" time="1.000">
+	//   <testsuite name="splitcheck-bulk" tests="2" failures="0" errors="1" skipped="0" time="1.000">
+	//     <testcase name="alice@example.org (line 2)" classname="splitcheck-bulk.local" time="0.012">
+	//       <system-out>expected: local&#xA;observed: local at INBOX after 12ms: uid 7&#xA;</system-out>
+	//     </testcase>
+	//     <testcase name="input list.txt line 3" classname="splitcheck-bulk.input" time="0.000">
+	//       <error message="not an address" type="malformed">bob</error>
 	//     </testcase>
 	//   </testsuite>
 	// </testsuites>

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -154,11 +157,23 @@ type failWriter struct{}
 
 func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
+// failSpool is a JUnitStream spool that cannot be written.
+type failSpool struct{ failWriter }
+
+func (failSpool) Read([]byte) (int, error) { return 0, errors.New("not written") }
+
 func TestWriteErrors(t *testing.T) {
 	for name, f := range map[string]func() error{
 		"table": func() error { return report.Table(failWriter{}, sample, report.TableOptions{}) },
 		"json":  func() error { return report.JSON(failWriter{}, sample, report.Summarize(sample)) },
 		"junit": func() error { return report.JUnit(failWriter{}, "s", sample, time.Second) },
+		"junit stream spool": func() error {
+			s := report.NewJUnitStream(failSpool{}, "s")
+			for _, v := range sample {
+				s.Add(v)
+			}
+			return s.Finish(&bytes.Buffer{}, time.Second)
+		},
 	} {
 		if err := f(); err == nil || !strings.Contains(err.Error(), "disk full") {
 			t.Errorf("%s to a failing writer: err = %v; want disk full", name, err)
@@ -321,6 +336,72 @@ func TestJUnit(t *testing.T) {
 	}
 	if f := s.Cases[5].Failure; f == nil || f.Message != "expected local, observed source" || !strings.Contains(f.Text, "]]> <tag>") {
 		t.Errorf("hostile failure = %+v; want a built message and the escaped evidence", f)
+	}
+}
+
+func TestJUnitStream(t *testing.T) {
+	var whole bytes.Buffer
+	if err := report.JUnit(&whole, "splitcheck", sample, 2500*time.Millisecond); err != nil {
+		t.Fatalf("JUnit: %v", err)
+	}
+	for _, tt := range []struct {
+		name  string
+		spool func(t *testing.T) io.ReadWriter
+	}{
+		{"buffer", func(*testing.T) io.ReadWriter {
+			return &bytes.Buffer{}
+		}},
+		{"file", func(t *testing.T) io.ReadWriter {
+			f, err := os.Create(filepath.Join(t.TempDir(), "spool"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			return f
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Without options the stream writes what JUnit writes, to the byte.
+			s := report.NewJUnitStream(tt.spool(t), "splitcheck")
+			for _, v := range sample {
+				s.Add(v)
+			}
+			var got bytes.Buffer
+			if err := s.Finish(&got, 2500*time.Millisecond); err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			if got.String() != whole.String() {
+				t.Errorf("stream =\n%s\nwant what JUnit writes:\n%s", got.String(), whole.String())
+			}
+
+			// Options rename a testcase; AddError adds one that is not a verdict.
+			s = report.NewJUnitStream(tt.spool(t), "bulk")
+			s.Add(sample[1], report.JUnitName("bob (line 3)"), report.JUnitClass("source"))
+			s.AddError(report.JUnitError{Name: "input list.csv line 9", Class: "input", Type: "malformed",
+				Message: "want 2 fields", Text: "junk <row>"})
+			got.Reset()
+			if err := s.Finish(&got, time.Second); err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			var doc junitDoc
+			if err := xml.Unmarshal(got.Bytes(), &doc); err != nil {
+				t.Fatalf("stream output does not parse: %v\n%s", err, got.String())
+			}
+			if len(doc.Suites) != 1 || len(doc.Suites[0].Cases) != 2 {
+				t.Fatalf("stream = %+v; want one suite of 2 testcases\n%s", doc, got.String())
+			}
+			st := doc.Suites[0]
+			if got, want := [4]int{doc.Tests, st.Failures, st.Errors, st.Skipped}, [4]int{2, 1, 1, 0}; got != want {
+				t.Errorf("counts (tests, failures, errors, skipped) = %v; want %v", got, want)
+			}
+			if c := st.Cases[0]; c.Name != "bob (line 3)" || c.Classname != "bulk.source" || c.Failure == nil || c.Failure.Message != sample[1].Detail {
+				t.Errorf("renamed case = %+v; want bob (line 3), bulk.source, the verdict's failure", c)
+			}
+			if c := st.Cases[1]; c.Name != "input list.csv line 9" || c.Classname != "bulk.input" || c.Error == nil ||
+				c.Error.Message != "want 2 fields" || c.Error.Text != "junk <row>" {
+				t.Errorf("error case = %+v; want the malformed row", c)
+			}
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package report renders the verdicts of a splitcheck run for people and machines:
-// a terminal table (Table), one JSON object per line (JSON), JUnit XML (JUnit), and a
-// live progress line while the run waits for deliveries (Progress).
+// a terminal table (Table), one JSON object per line (JSON), JUnit XML (JUnit, or
+// JUnitStream for runs too large to hold), and a live progress line while the run waits
+// for deliveries (Progress).
 //
 // It only formats: it runs no checks, opens no files and starts no goroutines. It
 // depends on nothing but package scenarios and the standard library. A skipped check is
