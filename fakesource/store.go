@@ -65,37 +65,57 @@ func All(ps ...Predicate) Predicate {
 	}
 }
 
+// ringChunk is how many values a ring allocates at a time.
+const ringChunk = 256
+
 // ring keeps the latest max values of a sequence numbered first, first+1, ...
+// Its slots live in chunks allocated as they are first used, so a ring
+// never copies its values to grow and costs little until it fills.
 type ring[T any] struct {
-	buf   []T
-	start int    // index in buf of the oldest value
-	first uint64 // sequence number of the oldest value
-	max   int
+	chunks [][]T  // slot i is chunks[i/ringChunk][i%ringChunk]
+	n      int    // values held
+	start  int    // slot of the oldest value
+	first  uint64 // sequence number of the oldest value
+	max    int
 }
 
-// push appends v, which must be numbered seq = first+len; it returns the
+// slot returns slot i (0 <= i < max), allocating its chunk if needed.
+func (r *ring[T]) slot(i int) *T {
+	if r.chunks == nil {
+		r.chunks = make([][]T, (r.max+ringChunk-1)/ringChunk)
+	}
+	c := i / ringChunk
+	if r.chunks[c] == nil {
+		r.chunks[c] = make([]T, min(ringChunk, r.max-c*ringChunk))
+	}
+	return &r.chunks[c][i%ringChunk]
+}
+
+// push appends v, which must be numbered seq = first+n; it returns the
 // evicted oldest value, if any.
 func (r *ring[T]) push(seq uint64, v T) (old T, evicted bool) {
-	if len(r.buf) == 0 {
+	if r.n == 0 {
 		r.first = seq
 	}
-	if len(r.buf) < r.max {
-		r.buf = append(r.buf, v)
+	if r.n < r.max {
+		*r.slot((r.start + r.n) % r.max) = v
+		r.n++
 		return old, false
 	}
-	old = r.buf[r.start]
-	r.buf[r.start] = v
-	r.start = (r.start + 1) % len(r.buf)
+	p := r.slot(r.start)
+	old = *p
+	*p = v
+	r.start = (r.start + 1) % r.max
 	r.first++
 	return old, true
 }
 
 // at returns a pointer to the value numbered seq, or nil.
 func (r *ring[T]) at(seq uint64) *T {
-	if len(r.buf) == 0 || seq < r.first || seq-r.first >= uint64(len(r.buf)) {
+	if r.n == 0 || seq < r.first || seq-r.first >= uint64(r.n) {
 		return nil
 	}
-	return &r.buf[(r.start+int(seq-r.first))%len(r.buf)]
+	return r.slot((r.start + int(seq-r.first)) % r.max)
 }
 
 // since copies the values numbered seq and later, oldest first.
@@ -104,7 +124,7 @@ func (r *ring[T]) since(seq uint64) []T {
 		seq = r.first
 	}
 	var out []T
-	for s := seq; s-r.first < uint64(len(r.buf)); s++ {
+	for s := seq; s-r.first < uint64(r.n); s++ {
 		out = append(out, *r.at(s))
 	}
 	return out

@@ -113,3 +113,42 @@ func FuzzCommandVerbBytes(f *testing.F) {
 		}
 	})
 }
+
+func TestRing(t *testing.T) {
+	for _, max := range []int{1, 3, ringChunk, ringChunk + 5, 3*ringChunk - 1} {
+		t.Run(fmt.Sprint(max), func(t *testing.T) {
+			r := ring[int]{max: max}
+			if got := r.since(0); len(got) != 0 {
+				t.Fatalf("since(0) of an empty ring = %v; want none", got)
+			}
+			const first = 7
+			n := 2*max + 3
+			for i := range n {
+				seq := uint64(first + i)
+				old, evicted := r.push(seq, i)
+				if wantEvicted := i >= max; evicted != wantEvicted || (evicted && old != i-max) {
+					t.Fatalf("push #%d = %d, %v; want %d, %v", i, old, evicted, i-max, wantEvicted)
+				}
+				if p := r.at(seq); p == nil || *p != i {
+					t.Fatalf("at(%d) after push = %v; want %d", seq, p, i)
+				}
+			}
+			all := r.since(0)
+			if len(all) != max {
+				t.Fatalf("since(0) holds %d; want %d", len(all), max)
+			}
+			for j, v := range all {
+				if want := n - max + j; v != want {
+					t.Fatalf("since(0)[%d] = %d; want %d", j, v, want)
+				}
+			}
+			oldest := uint64(first + n - max)
+			if r.at(oldest-1) != nil || r.at(oldest+uint64(max)) != nil {
+				t.Errorf("at() outside the window is not nil")
+			}
+			if got := r.since(oldest + uint64(max) - 1); len(got) != 1 || got[0] != n-1 {
+				t.Errorf("since(newest) = %v; want [%d]", got, n-1)
+			}
+		})
+	}
+}
