@@ -51,7 +51,7 @@ or a step failed (after the restore).`,
 		Example: `  splitcheck apply --config staging.yaml --dry-run
   splitcheck apply --config staging.yaml --snapshot before-migration.json --verify
   splitcheck rollback --config staging.yaml --snapshot before-migration.json`,
-		Args: stalwartArgs("apply"),
+		Args: noArgs("apply", "--config"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runApply(cmd, ios, opts)
 		},
@@ -90,7 +90,7 @@ func runApply(cmd *cobra.Command, ios *ioStreams, opts *applyOptions) error {
 	if path == "" && !opts.dryRun {
 		path = "splitcheck-snapshot-" + opts.now().UTC().Format("20060102T150405Z") + ".json"
 	}
-	res, err := st.client.Apply(stalwartContext(cmd), st.desired, stalwart.ApplyOptions{
+	res, err := st.client.Apply(cmdContext(cmd), st.desired, stalwart.ApplyOptions{
 		SnapshotPath: path,
 		DryRun:       opts.dryRun,
 		Confirmed:    opts.yes,

@@ -72,12 +72,7 @@ configuration or list rows, 3 the target or the environment unreachable (or rows
 could not be judged, such as rate limits that never ended).`,
 		Example: `  splitcheck bulk --config examples/reftarget.yaml --list recipients.csv
   splitcheck bulk -c staging.yaml --migrated migrated.txt --addresses all.txt --shard 2/4 --junit part2.xml`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("bulk takes no arguments, got %q (did you mean --list %s?)", args, args[0])
-			}
-			return nil
-		},
+		Args: noArgs("bulk", "--list"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBulk(cmd, ios, opts)
 		},
@@ -250,10 +245,7 @@ func runBulk(cmd *cobra.Command, ios *ioStreams, opts *bulkOptions) error {
 		r.Total, r.MXDomains = total, domains
 	}
 
-	progress := &report.Progress{W: ios.ErrOut, TTY: ios.StderrTTY, Width: termWidth(ios)}
-	logIO := *ios
-	logIO.ErrOut = progress
-	logger, err := newLogger(cmd, &logIO)
+	progress, logger, err := newProgressLogger(cmd, ios)
 	if err != nil {
 		return err
 	}
@@ -290,10 +282,7 @@ func runBulk(cmd *cobra.Command, ios *ioStreams, opts *bulkOptions) error {
 	if opts.timeout > 0 {
 		timeout = opts.timeout
 	}
-	parent := cmd.Context()
-	if parent == nil {
-		parent = context.Background()
-	}
+	parent := cmdContext(cmd)
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 

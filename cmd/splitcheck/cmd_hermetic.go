@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/pflag"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 
-	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/harness/hermetic"
 	"github.com/splitcheck/splitcheck/harness/report"
@@ -61,10 +60,7 @@ func addHermeticFlags(f *pflag.FlagSet, opts *hermeticOptions) {
 // line and the logger (through the progress writer, so logs never overwrite the
 // live line) and calls runHermetic.
 func hermeticRunE(cmd *cobra.Command, ios *ioStreams, opts hermeticOptions) error {
-	progress := &report.Progress{W: ios.ErrOut, TTY: ios.StderrTTY, Width: termWidth(ios)}
-	logIO := *ios
-	logIO.ErrOut = progress
-	logger, err := newLogger(cmd, &logIO)
+	progress, logger, err := newProgressLogger(cmd, ios)
 	if err != nil {
 		return err
 	}
@@ -72,11 +68,7 @@ func hermeticRunE(cmd *cobra.Command, ios *ioStreams, opts hermeticOptions) erro
 	// testcontainers-go prints its own progress (network, reaper) through a
 	// process-wide logger: send it to ours, at debug level, for this command.
 	tclog.SetDefault(tcSlog{logger})
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	return runHermetic(ctx, ios, opts)
+	return runHermetic(cmdContext(cmd), ios, opts)
 }
 
 // tcSlog is testcontainers' logger interface on top of slog, at debug level.
@@ -130,10 +122,8 @@ func runHermetic(ctx context.Context, ios *ioStreams, opts hermeticOptions) erro
 		return usageErrorf("run --hermetic: --replace-builtin needs probes from scenario files (scenarios: in the config, or --scenarios)")
 	}
 	ho.Extra, ho.Replace = extra, opts.replace
-	if p := opts.progress; p != nil {
-		ho.Progress = func(ev harness.ProgressEvent) {
-			p.Update(report.Step{Check: ev.Check, Stage: ev.Stage, Status: ev.Status, Done: ev.Done, Total: ev.Total})
-		}
+	if opts.progress != nil {
+		ho.Progress = progressFunc(opts.progress)
 	}
 
 	res, err := opts.run(ctx, ho)
@@ -154,19 +144,8 @@ func runHermetic(ctx context.Context, ios *ioStreams, opts hermeticOptions) erro
 			return errors.Join(err, werr)
 		}
 	}
-	if opts.junit != "" {
-		jv := verdicts
-		if err != nil && len(jv) == 0 {
-			// No verdicts at all: still leave CI a report that says why.
-			jv = []scenarios.Verdict{{
-				Check:  scenarios.Check{Name: "hermetic", Kind: "environment"},
-				Status: scenarios.StatusError,
-				Detail: err.Error(),
-			}}
-		}
-		if werr := writeJUnit(opts.junit, jv, summary.Elapsed); werr != nil {
-			return errors.Join(err, werr)
-		}
+	if werr := writeJUnitReport(opts.junit, verdicts, summary.Elapsed, err, "hermetic", ""); werr != nil {
+		return errors.Join(err, werr)
 	}
 	mismatch := res.Mismatch()
 	if (err != nil && !errors.Is(err, hermetic.ErrNoDocker)) || mismatch != nil {

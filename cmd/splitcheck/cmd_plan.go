@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +38,7 @@ Exit codes: 0 the plan was printed, 2 bad usage or configuration, 3 Stalwart
 unreachable or refusing the credentials.`,
 		Example: `  splitcheck plan --config staging.yaml
   STALWART_TOKEN=... splitcheck plan --config staging.yaml --json`,
-		Args: stalwartArgs("plan"),
+		Args: noArgs("plan", "--config"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPlan(cmd, ios, opts)
 		},
@@ -54,7 +53,7 @@ func runPlan(cmd *cobra.Command, ios *ioStreams, opts *planOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := st.client.Plan(stalwartContext(cmd), st.desired)
+	p, err := st.client.Plan(cmdContext(cmd), st.desired)
 	if err != nil {
 		return st.wrap("plan", err)
 	}
@@ -71,22 +70,6 @@ type stalwartSetup struct {
 	client   *stalwart.Client
 	desired  stalwart.Desired
 	hermetic bool
-}
-
-func stalwartArgs(name string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, args []string) error {
-		if len(args) > 0 {
-			return usageErrorf("%s takes no arguments, got %q (did you mean --config %s?)", name, args, args[0])
-		}
-		return nil
-	}
-}
-
-func stalwartContext(cmd *cobra.Command) context.Context {
-	if ctx := cmd.Context(); ctx != nil {
-		return ctx
-	}
-	return context.Background()
 }
 
 // loadStalwart loads the config, fills the stalwart section from STALWART_* when the

@@ -37,7 +37,7 @@ deletions without --yes), 3 Stalwart unreachable, refusing the credentials, or a
 restore step failed.`,
 		Example: `  splitcheck rollback --config staging.yaml --snapshot before-migration.json --dry-run
   splitcheck rollback --config staging.yaml --snapshot before-migration.json --yes`,
-		Args: stalwartArgs("rollback"),
+		Args: noArgs("rollback", "--config"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRollback(cmd, ios, opts)
 		},
@@ -76,7 +76,7 @@ func runRollback(cmd *cobra.Command, ios *ioStreams, opts *rollbackOptions) erro
 		return usageErrorf("rollback: the snapshot was taken on %s, the config names %s: pass --yes if it is the same server",
 			snap.Server, st.client.URL)
 	}
-	res, err := st.client.Rollback(stalwartContext(cmd), snap, stalwart.RollbackOptions{
+	res, err := st.client.Rollback(cmdContext(cmd), snap, stalwart.RollbackOptions{
 		DryRun: opts.dryRun, Confirmed: opts.yes, Hermetic: st.hermetic})
 	rep := rollbackReport{DryRun: opts.dryRun, Server: st.client.URL, Changes: []stalwart.Change{}}
 	if res != nil {

@@ -100,7 +100,7 @@ be restored.`,
 		Example: `  splitcheck run --config staging.yaml --junit report.xml
   splitcheck run --config staging.yaml --rollback-after --yes
   splitcheck run --hermetic --junit report.xml`,
-		Args: stalwartArgs("run"),
+		Args: noArgs("run", "--config"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRun(cmd, ios, opts)
 		},
@@ -241,16 +241,13 @@ func runRun(cmd *cobra.Command, ios *ioStreams, opts *runOptions) error {
 	if r.snapPath == "" {
 		r.snapPath = "splitcheck-snapshot-" + opts.now().UTC().Format("20060102T150405Z") + ".json"
 	}
-	r.progress = &report.Progress{W: ios.ErrOut, TTY: ios.StderrTTY, Width: termWidth(ios)}
-	logIO := *ios
-	logIO.ErrOut = r.progress // logs never overwrite the live line
-	if r.log, err = newLogger(cmd, &logIO); err != nil {
+	if r.progress, r.log, err = newProgressLogger(cmd, ios); err != nil {
 		return err
 	}
 	st.client.Logger = r.log
 	r.rec = runRecord{Type: "run", Server: st.client.URL, Mode: r.cfg.Migration.Mode}
 
-	r.envErr = r.execute(stalwartContext(cmd))
+	r.envErr = r.execute(cmdContext(cmd))
 	return r.finish()
 }
 
@@ -413,12 +410,10 @@ func (r *runState) rollbackAfter(parent context.Context, snap *stalwart.Snapshot
 func (r *runState) verifyStep(parent context.Context, applied *stalwart.ApplyResult) error {
 	cfg, c := r.cfg, r.st.client
 	vo := harness.VerifyOptions{
-		Logger: r.log,
-		Progress: func(ev harness.ProgressEvent) {
-			r.progress.Update(report.Step{Check: ev.Check, Stage: ev.Stage, Status: ev.Status, Done: ev.Done, Total: ev.Total})
-		},
-		Extra:   r.extra,
-		Replace: r.opts.replace,
+		Logger:   r.log,
+		Progress: progressFunc(r.progress),
+		Extra:    r.extra,
+		Replace:  r.opts.replace,
 	}
 	if stalwartobs.UsesJMAP(cfg) {
 		local, err := stalwartobs.NewLocal(cfg, stalwartobs.LocalOptions{Snapshot: r.accounts(applied.Snapshot), Logger: r.log})
@@ -581,16 +576,8 @@ func (r *runState) finish() error {
 	if werr != nil {
 		return errors.Join(err, werr)
 	}
-	if r.opts.junit != "" {
-		jv := r.verdicts
-		if err != nil && len(jv) == 0 {
-			// No verdicts at all: still leave CI a report that says why.
-			jv = []scenarios.Verdict{{Check: scenarios.Check{Name: "run", Kind: "environment"},
-				Status: scenarios.StatusError, Detail: err.Error(), Mode: r.rec.Mode}}
-		}
-		if werr := writeJUnit(r.opts.junit, jv, summary.Elapsed); werr != nil {
-			return errors.Join(err, werr)
-		}
+	if werr := writeJUnitReport(r.opts.junit, r.verdicts, summary.Elapsed, err, "run", r.rec.Mode); werr != nil {
+		return errors.Join(err, werr)
 	}
 	if err != nil {
 		return err // usage or configuration (2), environment (3)

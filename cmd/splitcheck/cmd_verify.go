@@ -34,9 +34,6 @@ type verifyOptions struct {
 	verify verifyFunc
 }
 
-// junitSuite is the suite name in --junit reports.
-const junitSuite = "splitcheck"
-
 func newVerifyCmd(ios *ioStreams) *cobra.Command {
 	return newVerifyCmdWith(ios, harness.Verify)
 }
@@ -67,12 +64,7 @@ passed), 1 a routing mismatch, 2 bad usage or configuration, 3 the target or the
 environment was unreachable or the run timed out before a verdict.`,
 		Example: `  splitcheck verify --config examples/reftarget.yaml
   splitcheck verify --config staging.yaml --json --junit report.xml --timeout 2m`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("verify takes no arguments, got %q (did you mean --config %s?)", args, args[0])
-			}
-			return nil
-		},
+		Args: noArgs("verify", "--config"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runVerify(cmd, ios, opts)
 		},
@@ -110,34 +102,25 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 		timeout = opts.timeout
 	}
 
-	progress := &report.Progress{W: ios.ErrOut, TTY: ios.StderrTTY, Width: termWidth(ios)}
-	// Logs go through the progress writer so they never overwrite the live line.
-	logIO := *ios
-	logIO.ErrOut = progress
 	if f := cmd.Flags().Lookup("log-level"); f != nil && !f.Changed {
 		// The report and the progress say what info logs would; ask for them by name.
 		if err := f.Value.Set("warn"); err != nil {
 			return err
 		}
 	}
-	logger, err := newLogger(cmd, &logIO)
+	progress, logger, err := newProgressLogger(cmd, ios)
 	if err != nil {
 		return err
 	}
 
-	parent := cmd.Context()
-	if parent == nil {
-		parent = context.Background()
-	}
+	parent := cmdContext(cmd)
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	res, err := opts.verify(ctx, cfg, harness.VerifyOptions{
-		Logger: logger,
-		Progress: func(ev harness.ProgressEvent) {
-			progress.Update(report.Step{Check: ev.Check, Stage: ev.Stage, Status: ev.Status, Done: ev.Done, Total: ev.Total})
-		},
-		Extra:   extra,
-		Replace: opts.replace,
+		Logger:   logger,
+		Progress: progressFunc(progress),
+		Extra:    extra,
+		Replace:  opts.replace,
 	})
 	progress.Clear()
 	if err != nil {
@@ -164,19 +147,8 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 			return errors.Join(err, werr)
 		}
 	}
-	if opts.junit != "" {
-		jv := verdicts
-		if err != nil && len(jv) == 0 {
-			// No verdicts at all: still leave CI a report that says why.
-			jv = []scenarios.Verdict{{
-				Check:  scenarios.Check{Name: "verify", Kind: "environment"},
-				Status: scenarios.StatusError,
-				Detail: err.Error(),
-			}}
-		}
-		if werr := writeJUnit(opts.junit, jv, summary.Elapsed); werr != nil {
-			return errors.Join(err, werr)
-		}
+	if werr := writeJUnitReport(opts.junit, verdicts, summary.Elapsed, err, "verify", ""); werr != nil {
+		return errors.Join(err, werr)
 	}
 	if err != nil {
 		return err // environment: exit 3
@@ -202,31 +174,6 @@ func printReport(ios *ioStreams, opts *verifyOptions, verdicts []scenarios.Verdi
 	}
 	if err := report.Table(ios.Out, verdicts, opt); err != nil {
 		return fmt.Errorf("print report: %w", err)
-	}
-	return nil
-}
-
-// writeJUnit writes the report next to its final name and renames it into place, so a
-// CI system never reads half a file.
-func writeJUnit(path string, verdicts []scenarios.Verdict, elapsed time.Duration) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write junit %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if err := report.JUnit(tmp, junitSuite, verdicts, elapsed); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write junit %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write junit %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write junit %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write junit %s: %w", path, err)
 	}
 	return nil
 }
@@ -286,14 +233,6 @@ func scenarioFileError(path string, err error) error {
 	default:
 		return &config.Error{File: path, Msg: err.Error()}
 	}
-}
-
-// termWidth is stderr's width when it is a terminal, else 0 (the default).
-func termWidth(ios *ioStreams) int {
-	if !ios.StderrTTY {
-		return 0
-	}
-	return writerWidth(ios.ErrOut)
 }
 
 // writerWidth is w's width in columns when it is a terminal, else 0 (unknown).
