@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/splitcheck/splitcheck/internal/yamlpos"
 )
 
 // FileError is one problem in a scenario file, with where it is.
@@ -20,19 +21,7 @@ type FileError struct {
 	Msg   string
 }
 
-func (e *FileError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Field != "" {
-		fmt.Fprintf(&b, ": field %s", e.Field)
-	}
-	b.WriteString(": ")
-	b.WriteString(e.Msg)
-	return b.String()
-}
+func (e *FileError) Error() string { return yamlpos.Format(e.File, e.Line, e.Field, e.Msg) }
 
 // Unwrap lets errors.Is find ErrInvalid.
 func (e *FileError) Unwrap() error { return ErrInvalid }
@@ -113,15 +102,8 @@ func (p *fileParser) fail(n *yaml.Node, field, format string, args ...any) {
 
 // yamlError turns yaml's "yaml: line 3: ..." into a FileError.
 func (p *fileParser) yamlError(err error) *FileError {
-	e := &FileError{File: p.file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	if rest, ok := strings.CutPrefix(e.Msg, "line "); ok {
-		if i := strings.IndexByte(rest, ':'); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				e.Line, e.Msg = n, strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	return e
+	line, msg := yamlpos.Split(err.Error())
+	return &FileError{File: p.file, Line: line, Msg: msg}
 }
 
 // mapping checks that n is a mapping with only known, unrepeated keys, and returns

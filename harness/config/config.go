@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/splitcheck/splitcheck/internal/yamlpos"
 )
 
 // Config is one run of splitcheck.
@@ -153,19 +155,7 @@ type Error struct {
 	Msg   string
 }
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Field != "" {
-		fmt.Fprintf(&b, ": field %s", e.Field)
-	}
-	b.WriteString(": ")
-	b.WriteString(e.Msg)
-	return b.String()
-}
+func (e *Error) Error() string { return yamlpos.Format(e.File, e.Line, e.Field, e.Msg) }
 
 // Errors is every error found in one file.
 type Errors []*Error
@@ -231,19 +221,12 @@ func yamlError(name string, err error) error {
 		}
 		return es
 	}
-	return lineError(name, strings.TrimPrefix(err.Error(), "yaml: "))
+	return lineError(name, err.Error())
 }
 
 func lineError(name, msg string) *Error {
-	e := &Error{File: name, Msg: msg}
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		var n int
-		if i := strings.IndexByte(rest, ':'); i > 0 {
-			if _, err := fmt.Sscanf(rest[:i], "%d", &n); err == nil {
-				e.Line, e.Msg = n, strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
+	e := &Error{File: name}
+	e.Line, e.Msg = yamlpos.Split(msg)
 	if f, ok := strings.CutPrefix(e.Msg, "field "); ok {
 		if name, _, ok := strings.Cut(f, " not found"); ok {
 			e.Field, e.Msg = name, "unknown key"
