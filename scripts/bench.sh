@@ -5,8 +5,9 @@
 #  1. fakesource against Postfix's smtp-sink, both loaded by Postfix's smtp-source,
 #     with one message per connection and with connection reuse (-d): messages/s.
 #     "fakesource" is the fakesource package as the harness runs it (benchtool sink:
-#     default limits, everything recorded); `splitcheck fakesource` (the CLI, which also
-#     prints a JSON line per message) is shown beside it.
+#     default limits, everything recorded). Shown beside it, without a goal: go-smtp with
+#     a backend that keeps nothing (the ceiling of any go-smtp sink), and
+#     `splitcheck fakesource` (the CLI, which also prints a JSON line per message).
 #  2. `splitcheck proxy --proxy-version 2` against HAProxy with send-proxy-v2, both in
 #     front of the same PROXY-aware sink (fakesource with AcceptProxy): messages/s through
 #     each (smtp-source through the proxy), and connect-to-banner latency over sequential
@@ -118,7 +119,7 @@ source_run() {
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", (b - a) / 1e9 }')
 	printf '%s\t%s\t%s\t%d\t%d\t%s\n' "$phase" "$mode" "$target" "$n" "$MESSAGES" "$secs" >>"$RUNS_TSV"
 	awk -v m="$MESSAGES" -v s="$secs" -v t="$target" -v mode="$mode" -v n="$n" \
-		'BEGIN { printf "bench: %-14s %-27s run %d: %6.0f msg/s\n", t, mode, n, m / s }' >&2
+		'BEGIN { printf "bench: %-25s %-27s run %d: %6.0f msg/s\n", t, mode, n, m / s }' >&2
 }
 
 # expect_count NAME WANT: the sink NAME (stopped) must have counted WANT messages, all
@@ -135,7 +136,7 @@ expect_count() {
 MODES=("one message per connection" "reuse (-d)")
 mode_flags() { [ "$1" = "reuse (-d)" ] && echo "-d" || true; }
 
-read -r P_SMTPSINK P_FAKE P_CLI P_PLAIN P_PSINK P_HAPROXY P_PROXY <<<"$("$BENCHTOOL" ports 7)"
+read -r P_SMTPSINK P_FAKE P_BARE P_CLI P_PLAIN P_PSINK P_HAPROXY P_PROXY <<<"$("$BENCHTOOL" ports 8)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
@@ -149,9 +150,11 @@ start smtp-sink smtp-sink "${SINK_USER[@]}" "127.0.0.1:$P_SMTPSINK" 256
 PID_SMTPSINK=$LAST_PID
 start fakesource "$BENCHTOOL" sink -listen "127.0.0.1:$P_FAKE"
 PID_FAKE=$LAST_PID
+start bare "$BENCHTOOL" sink -bare -listen "127.0.0.1:$P_BARE"
+PID_BARE=$LAST_PID
 start fakesource-cli "$SPLITCHECK" fakesource --listen "127.0.0.1:$P_CLI" --log-level warn
 PID_CLI=$LAST_PID
-wait_listening "127.0.0.1:$P_SMTPSINK" "127.0.0.1:$P_FAKE" "127.0.0.1:$P_CLI"
+wait_listening "127.0.0.1:$P_SMTPSINK" "127.0.0.1:$P_FAKE" "127.0.0.1:$P_BARE" "127.0.0.1:$P_CLI"
 
 echo "bench: 1. fakesource vs smtp-sink: smtp-source -s $SESSIONS -m $MESSAGES, $RUNS runs each" >&2
 for n in $(seq "$RUNS"); do
@@ -159,13 +162,16 @@ for n in $(seq "$RUNS"); do
 		flags=$(mode_flags "$mode")
 		source_run sink "$mode" smtp-sink "$n" "127.0.0.1:$P_SMTPSINK" $flags
 		source_run sink "$mode" fakesource "$n" "127.0.0.1:$P_FAKE" $flags
+		source_run sink "$mode" "go-smtp keeping nothing" "$n" "127.0.0.1:$P_BARE" $flags
 		source_run sink "$mode" "splitcheck fakesource CLI" "$n" "127.0.0.1:$P_CLI" $flags
 	done
 done
 stop "$PID_FAKE" || die "fakesource sink failed; see $WORK/fakesource.err"
 stop "$PID_CLI" || die "splitcheck fakesource failed; see $WORK/fakesource-cli.err"
+stop "$PID_BARE" || die "bare go-smtp sink failed; see $WORK/bare.err"
 stop "$PID_SMTPSINK" || true
 expect_count fakesource $((RUNS * 2 * MESSAGES))
+expect_count bare $((RUNS * 2 * MESSAGES))
 cli_lines=$(grep -c '"kind":"message"' "$WORK/fakesource-cli.out" || true)
 [ "$cli_lines" = $((RUNS * 2 * MESSAGES)) ] || die "splitcheck fakesource printed $cli_lines messages, want $((RUNS * 2 * MESSAGES))"
 

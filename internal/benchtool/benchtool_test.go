@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"go.uber.org/goleak"
 
 	"github.com/splitcheck/splitcheck/fakesource"
@@ -367,5 +368,33 @@ func TestNewSinkCounts(t *testing.T) {
 	}
 	if got, hdrs := counts.Messages.Load(), counts.ProxyHeaders.Load(); got != 3 || hdrs != 0 {
 		t.Errorf("counts = %d messages, %d with headers; want 3, 0", got, hdrs)
+	}
+}
+
+func TestBareSink(t *testing.T) {
+	var counts benchtool.SinkCounts
+	b, err := benchtool.ListenBareSink("127.0.0.1:0", &counts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.Dial(b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := c.SendMail("a@source.example", []string{"b@corp.example"}, strings.NewReader("Subject: x\r\n\r\nhi\r\n")); err != nil {
+			t.Fatalf("SendMail: %v", err)
+		}
+	}
+	if err := c.Quit(); err != nil {
+		t.Fatalf("Quit: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := counts.Messages.Load(); got != 2 {
+		t.Errorf("messages = %d; want 2", got)
 	}
 }

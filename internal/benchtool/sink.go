@@ -1,7 +1,14 @@
 package benchtool
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
 	"sync/atomic"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/splitcheck/splitcheck/fakesource"
 )
@@ -28,4 +35,62 @@ func NewSink(acceptProxy bool, counts *SinkCounts) *fakesource.Server {
 		}
 	}
 	return s
+}
+
+// BareSink is go-smtp with a backend that accepts every message and keeps
+// nothing: the ceiling for any sink built on go-smtp, measured beside
+// fakesource so its cost of recording can be told from go-smtp's own.
+type BareSink struct {
+	srv  *smtp.Server
+	ln   net.Listener
+	done chan error
+}
+
+// ListenBareSink starts a BareSink on addr, counting messages into counts.
+func ListenBareSink(addr string, counts *SinkCounts) (*BareSink, error) {
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return bareSession{counts}, nil
+	}))
+	srv.Domain = "bare.test"
+	srv.ReadTimeout, srv.WriteTimeout = fakesource.DefaultTimeout, fakesource.DefaultTimeout
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	lc := net.ListenConfig{KeepAlive: -1} // as fakesource does
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("bare sink: listen %s: %w", addr, err)
+	}
+	b := &BareSink{srv: srv, ln: ln, done: make(chan error, 1)}
+	go func() { b.done <- srv.Serve(ln) }()
+	return b, nil
+}
+
+// Addr is the address the sink listens on.
+func (b *BareSink) Addr() string { return b.ln.Addr().String() }
+
+// Shutdown stops accepting and waits for open sessions until ctx ends.
+func (b *BareSink) Shutdown(ctx context.Context) error {
+	err := b.srv.Shutdown(ctx)
+	if err != nil {
+		b.srv.Close()
+	}
+	<-b.done
+	if err != nil {
+		return fmt.Errorf("bare sink: shutdown: %w", err)
+	}
+	return nil
+}
+
+type bareSession struct{ counts *SinkCounts }
+
+func (bareSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (bareSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (bareSession) Reset()                               {}
+func (bareSession) Logout() error                        { return nil }
+
+func (s bareSession) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.counts.Messages.Add(1)
+	return nil
 }

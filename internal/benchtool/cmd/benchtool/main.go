@@ -136,6 +136,7 @@ func cmdSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlags("sink", stderr)
 	listen := fs.String("listen", "", "address to listen on (required)")
 	acceptProxy := fs.Bool("accept-proxy", false, "expect a PROXY v1/v2 header on every connection")
+	bare := fs.Bool("bare", false, "run go-smtp with a backend that keeps nothing instead of fakesource")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the sink's whole life to this file")
 	if err := fs.Parse(args); err != nil {
 		return &usageError{err.Error()}
@@ -155,15 +156,29 @@ func cmdSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return &usageError{"usage: benchtool sink -listen ADDR [-accept-proxy]"}
 	}
 	var counts benchtool.SinkCounts
-	s := benchtool.NewSink(*acceptProxy, &counts)
-	if err := s.Listen(*listen); err != nil {
-		return fmt.Errorf("sink: %w", err)
+	var shutdown func(context.Context) error
+	if *bare {
+		if *acceptProxy {
+			return &usageError{"sink: -bare and -accept-proxy do not go together"}
+		}
+		b, err := benchtool.ListenBareSink(*listen, &counts)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "bare go-smtp sink listening on %s\n", b.Addr())
+		shutdown = b.Shutdown
+	} else {
+		s := benchtool.NewSink(*acceptProxy, &counts)
+		if err := s.Listen(*listen); err != nil {
+			return fmt.Errorf("sink: %w", err)
+		}
+		fmt.Fprintf(stderr, "sink listening on %s (accept-proxy %v)\n", s.Addr, *acceptProxy)
+		shutdown = s.Shutdown
 	}
-	fmt.Fprintf(stderr, "sink listening on %s (accept-proxy %v)\n", s.Addr, *acceptProxy)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = s.Shutdown(sctx) // clients still connected after 5s are cut off
+	_ = shutdown(sctx) // clients still connected after 5s are cut off
 	_, err := fmt.Fprintf(stdout, "messages %d proxy_headers %d\n", counts.Messages.Load(), counts.ProxyHeaders.Load())
 	return err
 }
