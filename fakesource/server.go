@@ -375,7 +375,7 @@ func (s *Server) track(c net.Conn) *recConn {
 		return nil
 	}
 	s.nextConnID++
-	rc := &recConn{Conn: c, s: s, id: s.nextConnID, closed: make(chan struct{})}
+	rc := &recConn{Conn: c, s: s, id: s.nextConnID, closed: make(chan struct{}), first: make([]byte, 0, maxFirstBytes)}
 	info := ConnInfo{
 		ID:         rc.id,
 		RemoteAddr: c.RemoteAddr().String(),
@@ -408,7 +408,7 @@ func (s *Server) handle(rc *recConn) {
 			return
 		}
 	}
-	log := s.log.With("conn_id", rc.id, "remote", rc.RemoteAddr().String())
+	log := connLogger{base: s.log, rc: rc}
 	if s.ForbidConnections {
 		log.Warn("connection to a forbidden sink")
 		if s.OnViolation != nil {
@@ -804,8 +804,27 @@ func (l *oneConnListener) Close() error {
 
 func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
 
+// connLogger logs with a connection's id and remote address, adding them
+// only to records that are logged: With would build them for every
+// connection, logged or not.
+type connLogger struct {
+	base *slog.Logger
+	rc   *recConn
+}
+
+func (l connLogger) log(level slog.Level, msg string) {
+	ctx := context.Background()
+	if !l.base.Enabled(ctx, level) {
+		return
+	}
+	l.base.Log(ctx, level, msg, "conn_id", l.rc.id, "remote", l.rc.RemoteAddr().String())
+}
+
+func (l connLogger) Debug(msg string) { l.log(slog.LevelDebug, msg) }
+func (l connLogger) Warn(msg string)  { l.log(slog.LevelWarn, msg) }
+
 // logAdapter turns go-smtp's ErrorLog lines into slog records.
-type logAdapter struct{ l *slog.Logger }
+type logAdapter struct{ l connLogger }
 
 func (a logAdapter) Printf(format string, v ...any) {
 	a.l.Warn("smtp: " + fmt.Sprintf(format, v...))

@@ -120,7 +120,18 @@ func (t *transcript) feed(p []byte) {
 	}
 }
 
+// Initial capacities of a transcript's buffers, enough for a plain session
+// without growing.
+const (
+	initReplies = 16
+	initQueue   = 4
+	initLine    = 256
+)
+
 func (t *transcript) appendLine(p []byte) {
+	if t.line == nil {
+		t.line = make([]byte, 0, initLine)
+	}
 	room := maxCmdLine - len(t.line)
 	if len(p) > room {
 		p = p[:room]
@@ -172,6 +183,9 @@ func (t *transcript) scanData(p []byte) []byte {
 func (t *transcript) push(verb string) {
 	if len(t.queue) >= maxQueue {
 		t.pop()
+	}
+	if t.queue == nil {
+		t.queue = make([]string, 0, initQueue)
 	}
 	t.queue = append(t.queue, verb)
 }
@@ -335,6 +349,9 @@ func (t *transcript) output(p []byte) {
 }
 
 func (t *transcript) appendOut(p []byte) {
+	if t.out == nil {
+		t.out = make([]byte, 0, initLine)
+	}
 	room := maxReplyLine - len(t.out)
 	if len(p) > room {
 		p = p[:room]
@@ -461,6 +478,9 @@ func (t *transcript) appendReply(r Reply) {
 		moved := make([]Reply, maxReplies-1, replyArray)
 		copy(moved, t.replies[n-(maxReplies-1):])
 		t.replies = moved
+	}
+	if t.replies == nil {
+		t.replies = make([]Reply, 0, initReplies)
 	}
 	t.replies = append(t.replies, r)
 }
