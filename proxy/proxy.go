@@ -346,18 +346,30 @@ func (p *Proxy) idleTimeout() time.Duration {
 // handle dials the backend, sends the header and copies until both sides end.
 func (p *Proxy) handle(ctx context.Context, pr *pair) {
 	defer p.finish(pr)
-	log := p.logger().With("conn_id", pr.id, "remote", pr.client.RemoteAddr().String())
 	began := time.Now()
-
-	up, hdr, err := p.open(ctx, pr)
+	// Log attributes are built only when the line is logged: they cost time
+	// on every connection's path to the backend's first byte.
+	lg := p.logger()
+	up, h, err := p.open(ctx, pr)
 	if err != nil {
 		p.failed.Add(1)
-		log.Warn("proxy connection failed", "upstream", p.Upstream, "err", err)
+		lg.Warn("proxy connection failed", "conn_id", pr.id, "remote", pr.client.RemoteAddr().String(), "upstream", p.Upstream, "err", err)
 		return
 	}
-	log.Info("proxy connection open", "upstream", up.RemoteAddr().String(), "header", hdr)
+	var log *slog.Logger
+	if lg.Enabled(context.Background(), slog.LevelInfo) {
+		log = lg.With("conn_id", pr.id, "remote", pr.client.RemoteAddr().String())
+		hdr := "none"
+		if h != nil {
+			hdr = describe(h)
+		}
+		log.Info("proxy connection open", "upstream", up.RemoteAddr().String(), "header", hdr)
+	}
 
 	nUp, nDown, err := p.pipe(pr.client, up)
+	if log == nil {
+		return
+	}
 	attrs := []any{"bytes_up", nUp, "bytes_down", nDown, "duration", time.Since(began).Round(time.Millisecond)}
 	if err != nil {
 		attrs = append(attrs, "err", err)
@@ -366,26 +378,26 @@ func (p *Proxy) handle(ctx context.Context, pr *pair) {
 }
 
 // open dials the backend and writes the PROXY header. It returns the
-// backend conn and a description of the header sent.
-func (p *Proxy) open(ctx context.Context, pr *pair) (net.Conn, string, error) {
+// backend conn and the header sent (nil for none).
+func (p *Proxy) open(ctx context.Context, pr *pair) (net.Conn, *proxyproto.Header, error) {
 	la, _ := localTCPAddr(p.LocalAddr) // checked in Serve
 	timeout := p.DialTimeout
 	if timeout <= 0 {
 		timeout = defaultDialTimeout
 	}
-	// No TCP keepalive on the backend conn: IdleTimeout ends dead pairs, and
-	// keepalive costs setsockopt calls before the header can be sent.
+	// No TCP keepalive: IdleTimeout ends dead pairs, and keepalive costs
+	// four setsockopt calls before the header can be sent.
 	nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if la != nil {
 		nd.LocalAddr = la
 	}
 	up, err := nd.DialContext(ctx, "tcp", p.Upstream)
 	if err != nil {
-		return nil, "", fmt.Errorf("dial upstream: %w", err)
+		return nil, nil, fmt.Errorf("dial upstream: %w", err)
 	}
 	if !p.attach(pr, up) {
 		up.Close()
-		return nil, "", ErrClosed
+		return nil, nil, ErrClosed
 	}
 	hf := p.Header
 	if hf == nil {
@@ -393,19 +405,19 @@ func (p *Proxy) open(ctx context.Context, pr *pair) (net.Conn, string, error) {
 	}
 	h, err := hf(pr.client.RemoteAddr(), up.RemoteAddr())
 	if err != nil {
-		return nil, "", fmt.Errorf("build PROXY header: %w", err)
+		return nil, nil, fmt.Errorf("build PROXY header: %w", err)
 	}
 	if h == nil {
-		return up, "none", nil
+		return up, nil, nil
 	}
 	b, err := h.Format()
 	if err != nil {
-		return nil, "", fmt.Errorf("format PROXY header: %w", err)
+		return nil, nil, fmt.Errorf("format PROXY header: %w", err)
 	}
 	if err := writeHeader(ctx, up, b, time.Now().Add(p.idleTimeout())); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
-	return up, describe(h), nil
+	return up, h, nil
 }
 
 // describe renders a header for logs.
