@@ -196,7 +196,7 @@ func TestPipelining(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tg := startTarget(t, accounts, targetOpts{})
-			tg.hidePipelining = tt.hide
+			tg.hidePipelining.Store(tt.hide)
 			cfg := tg.config(accounts)
 			cfg.Bulk.Pipelining = tt.mode
 			cfg.Bulk.BatchSize = 20

@@ -65,7 +65,7 @@ type target struct {
 	first   *imapmemserver.User // the first account, where "local" misroutes go
 
 	// hidePipelining rewrites PIPELINING out of the MTA's EHLO reply.
-	hidePipelining bool
+	hidePipelining atomic.Bool // set by a test after the target started: atomic
 	// misroute, when set, picks the place for a recipient: "local", "source"
 	// or "drop"; "" keeps the normal routing.
 	misroute func(rcpt string) string
@@ -197,7 +197,7 @@ func (tg *target) pipe(c net.Conn) {
 			n, err := up.Read(buf)
 			if n > 0 {
 				out := buf[:n]
-				if tg.hidePipelining {
+				if tg.hidePipelining.Load() {
 					out = bytes.ReplaceAll(out, []byte("PIPELINING"), []byte("XIPELINING"))
 				}
 				if _, werr := c.Write(out); werr != nil {
