@@ -398,3 +398,18 @@ func TestBareSink(t *testing.T) {
 		t.Errorf("messages = %d; want 2", got)
 	}
 }
+
+func TestRenderRoundingShowsAMiss(t *testing.T) {
+	runs := []benchtool.Run{
+		{Phase: "proxy", Mode: "one", Target: "haproxy", N: 1, Messages: 1000, Seconds: 1},
+		{Phase: "proxy", Mode: "one", Target: "proxy", N: 1, Messages: 898, Seconds: 1},
+	}
+	var b bytes.Buffer
+	v, err := benchtool.Report{Runs: runs, Goals: benchtool.DefaultGoals}.Render(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Missed) != 1 || !strings.Contains(b.String(), "| 0.898x | **not met** |") {
+		t.Errorf("missed %q, report:\n%s\nwant 0.898x shown as not met", v.Missed, b.String())
+	}
+}

@@ -233,8 +233,12 @@ func (rep Report) table(b *bytes.Buffer, phase, title, ref, cand string, goal fl
 			fmt.Fprintf(b, " %s |", rateCell(Rates(rep.Runs, phase, m, t)))
 		}
 		ratio := ratioOf(Rates(rep.Runs, phase, m, cand), Rates(rep.Runs, phase, m, ref))
-		fmt.Fprintf(b, " %s | %s |\n", ratioCell(ratio),
-			check(ratio >= goal, fmt.Sprintf("%s, %s: %s of %s, want >= %.1fx", cand, m, ratioCell(ratio), ref, goal)))
+		cell := ratioCell(ratio)
+		if ratio < goal && math.Round(ratio*100)/100 >= goal {
+			cell = fmt.Sprintf("%.3fx", ratio) // rounding must not hide a miss
+		}
+		fmt.Fprintf(b, " %s | %s |\n", cell,
+			check(ratio >= goal, fmt.Sprintf("%s, %s: %s of %s, want >= %.1fx", cand, m, cell, ref, goal)))
 	}
 	b.WriteString("\n")
 }
