@@ -14,7 +14,7 @@
 #     connections, through each proxy and straight to the sink.
 # Every run is repeated BENCH_RUNS times, interleaved so a slow spell of the machine hits
 # every target alike; the report shows medians. Figures go between the bench markers of
-# BENCH_DOC (default docs/bench-foundation.md) with the commands that produced them.
+# BENCH_DOC (default docs/benchmarks.md) with the commands that produced them.
 #
 # Bounded: every step has a timeout and the whole run stops after BENCH_BUDGET seconds.
 # Every process it starts is stopped on every exit path.
@@ -30,7 +30,7 @@ SESSIONS=${BENCH_SESSIONS:-20}
 LATENCY_CONNS=${BENCH_LATENCY_CONNS:-2000}
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-60}
 BUDGET=${BENCH_BUDGET:-600}
-DOC=${BENCH_DOC:-docs/bench-foundation.md}
+DOC=${BENCH_DOC:-docs/benchmarks.md}
 STRICT=${BENCH_STRICT:-0}
 SPLITCHECK=${SPLITCHECK:-bin/splitcheck}
 BENCHTOOL=bin/benchtool
