@@ -115,7 +115,9 @@ func (p *Proxy) ListenAndServe(ctx context.Context, addr string) error {
 	if err := p.check(); err != nil {
 		return err
 	}
-	var lc net.ListenConfig
+	// No TCP keepalive: idle deadlines already bound dead peers, and it costs four
+	// setsockopt calls per accepted connection.
+	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("proxy: listen: %w", err)

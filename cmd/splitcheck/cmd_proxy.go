@@ -198,7 +198,9 @@ func parseTLV(s string) (proxyproto.TLV, error) {
 // runProxy serves until ctx is cancelled, then drains for up to
 // --drain-timeout and prints the final counters.
 func runProxy(ctx context.Context, p *proxy.Proxy, opts *proxyOptions, ios *ioStreams) error {
-	var lc net.ListenConfig
+	// No TCP keepalive: idle deadlines already bound dead peers, and it costs four
+	// setsockopt calls per accepted connection.
+	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", opts.listen)
 	if err != nil {
 		return fmt.Errorf("proxy: listen: %w", err)
