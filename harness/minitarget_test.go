@@ -32,7 +32,7 @@ import (
 type miniTarget struct {
 	domain   string
 	accounts []string // addresses; the password of each is "pw-" + address
-	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source"
+	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred"
 
 	// Where the target delivers, chosen before the harness binds them.
 	source, dns string
@@ -249,6 +249,11 @@ func (s *miniSession) route(rcpt string) scenarios.Route {
 
 func (s *miniSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.route(to) == scenarios.RouteReject {
+		if s.m.mutation == "relay-deferred" {
+			// Postfix's defer_unauth_destination, or soft_bounce = yes: a
+			// temporary refusal, which the client retries: not a refusal.
+			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "<" + to + ">: Relay access denied"}
+		}
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + to + ">: Relay access denied"}
 	}
 	s.rcpts = append(s.rcpts, to)

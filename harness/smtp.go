@@ -30,7 +30,8 @@ type sent struct {
 	id    string
 	start time.Time // when the probe started (monotonic)
 	// rejects holds the refusal of each recipient the server refused (MAIL,
-	// RCPT or DATA), by canonical address.
+	// RCPT or DATA), by canonical address: Place reject for a 5xx reply,
+	// deferred for a 4xx one.
 	rejects map[string]scenarios.Observation
 	// accepted is the final DATA reply when the server took the message.
 	accepted string
@@ -72,7 +73,12 @@ func (r *run) send(ctx context.Context, p scenarios.Probe, id string) *sent {
 			s.err = fmt.Errorf("%s: %w", cmd, err)
 			return false
 		}
-		o := scenarios.Observation{Place: scenarios.RouteReject, Where: cmd + " at " + where, Evidence: cmd + " " + replyText(se), At: time.Now()}
+		place := scenarios.RouteReject
+		if se.Code < 500 {
+			// A temporary failure: the client would retry, so it proves no refusal.
+			place = scenarios.RouteDeferred
+		}
+		o := scenarios.Observation{Place: place, Where: cmd + " at " + where, Evidence: cmd + " " + replyText(se), At: time.Now()}
 		for _, rc := range rcpts {
 			s.rejects[scenarios.Canonical(rc)] = o
 		}

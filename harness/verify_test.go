@@ -136,6 +136,9 @@ func TestVerifyMiniMutations(t *testing.T) {
 		{"open-relay", map[string]*regexp.Regexp{
 			"route/open-relay/erin@external.test": regexp.MustCompile(`^want reject, got mx: fake MX 127\.0\.0\.1:\d+: message \d+ RCPT <erin@external\.test>`),
 		}},
+		{"relay-deferred", map[string]*regexp.Regexp{
+			"route/open-relay/erin@external.test": regexp.MustCompile(`^want reject, got deferred: RCPT at 127\.0\.0\.1:\d+ through the proxy: RCPT 450 4\.7\.1 <erin@external\.test>: Relay access denied$`),
+		}},
 		{"proxy-ignored", map[string]*regexp.Regexp{
 			"received/local/alice@example.org": regexp.MustCompile(`^want a Received header with \[198\.51\.100\.7\], got local copy \(alice@example\.org INBOX\): Received: from probe\.splitcheck\.test \(unknown \[127\.0\.0\.1\]\)`),
 			"headerless":                       regexp.MustCompile(`^want reject, got accepted: .*220 mini\.test ESMTP Service Ready, then EHLO 250 `),

@@ -15,6 +15,9 @@ const (
 	// RouteAccepted means the server accepted what it should have refused, such as a
 	// headerless connection on the PROXY listener (only ever an observation).
 	RouteAccepted Route = "accepted"
+	// RouteDeferred means the server refused only for now (a 4xx reply): the client
+	// would try again later, so it is no refusal (only ever an observation).
+	RouteDeferred Route = "deferred"
 )
 
 // Entry is how a probe enters the server under test.
@@ -105,7 +108,7 @@ const (
 
 // Observation is one sighting of a probe for one recipient.
 type Observation struct {
-	Place    Route         // local, source, mx or reject
+	Place    Route         // local, source, mx, reject (a 5xx reply) or deferred (a 4xx reply)
 	Where    string        // mailbox/folder, sink address, or the SMTP command that was refused
 	Evidence string        // e.g. `RCPT 554 5.7.1 Relay access denied`, `INBOX uid 7`, `Received: ... [198.51.100.7]`
 	After    time.Duration // since the probe was sent
