@@ -32,7 +32,7 @@ import (
 type miniTarget struct {
 	domain   string
 	accounts []string // addresses; the password of each is "pw-" + address
-	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred"
+	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred", "sender-refused"
 
 	// Where the target delivers, chosen before the harness binds them.
 	source, dns string
@@ -223,6 +223,9 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 func (s *miniSession) Mail(from string, _ *smtp.MailOptions) error {
 	if s.submission && !s.authed {
 		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "authentication required"}
+	}
+	if s.m.mutation == "sender-refused" && !s.submission {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "<" + from + ">: Sender address rejected"}
 	}
 	s.from = from
 	return nil

@@ -29,13 +29,14 @@ const headerlessNudge = time.Second
 type sent struct {
 	id    string
 	start time.Time // when the probe started (monotonic)
-	// rejects holds the refusal of each recipient the server refused (MAIL,
-	// RCPT or DATA), by canonical address: Place reject for a 5xx reply,
+	// rejects holds the refusal of each recipient the server refused (RCPT
+	// or DATA), by canonical address: Place reject for a 5xx reply,
 	// deferred for a 4xx one.
 	rejects map[string]scenarios.Observation
 	// accepted is the final DATA reply when the server took the message.
 	accepted string
-	// err means the message could not be offered at all (connect, TLS, EHLO, AUTH).
+	// err means the message could not be offered at all (connect, TLS, EHLO,
+	// AUTH, MAIL).
 	err error
 }
 
@@ -89,7 +90,10 @@ func (r *run) send(ctx context.Context, p scenarios.Probe, id string) *sent {
 		all[i] = rc.Address
 	}
 	if err := c.Mail(cfg.Probe.Sender, nil); err != nil {
-		refuse("MAIL", all, err)
+		// A refused sender says nothing about where the recipients go (none
+		// was offered): no verdict, rather than a refusal that would pass an
+		// expected reject.
+		s.err = fmt.Errorf("MAIL FROM:<%s> refused: %s (no recipient was offered)", cfg.Probe.Sender, errText(err))
 		return s
 	}
 	var accepted []string

@@ -184,6 +184,29 @@ func TestVerifyMiniMutations(t *testing.T) {
 	}
 }
 
+// TestVerifySenderRefused: a refused MAIL FROM says nothing about the recipients,
+// none of which was offered: an expected refusal must not pass on it.
+func TestVerifySenderRefused(t *testing.T) {
+	m := startMini(t, "sender-refused")
+	extra := []scenarios.Probe{
+		{Name: "guard", Entry: scenarios.EntryProxy, Recipients: []scenarios.Recipient{{Address: "erin@external.test", Expect: scenarios.RouteReject}}},
+		{Name: "local", Entry: scenarios.EntryProxy, Recipients: []scenarios.Recipient{{Address: "alice@example.org", Expect: scenarios.RouteLocal}}},
+	}
+	res := verify(t, m.config(t), harness.VerifyOptions{Extra: extra, Replace: true})
+	if len(res.Verdicts) != len(extra) {
+		t.Fatalf("%d verdicts; want %d", len(res.Verdicts), len(extra))
+	}
+	want := regexp.MustCompile(`^send probe \w+: MAIL FROM:<probe@splitcheck\.test> refused: 553 5\.7\.1 <probe@splitcheck\.test>: Sender address rejected`)
+	for _, v := range res.Verdicts {
+		if v.Status != scenarios.StatusError || !want.MatchString(v.Detail) {
+			t.Errorf("%s = %s %q; want error matching %s", v.Check.Name, v.Status, v.Detail, want)
+		}
+	}
+	if _, _, _, e := res.Counts(); e != len(extra) {
+		t.Errorf("Counts() errored = %d; want %d", e, len(extra))
+	}
+}
+
 func TestVerifyScenarioFiles(t *testing.T) {
 	m := startMini(t, "")
 	extra, err := scenarios.ParseFile("wave.yaml", []byte(`probes:
