@@ -177,6 +177,9 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 	if err != nil {
 		return nil, fmt.Errorf("%w: proxy.announce: %w", ErrConfig, err)
 	}
+	if err := checkAnnounce(cfg, announce.Addr()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	r.announce = announce
 	r.probes = probes
 	r.checks = r.prepareChecks(scenarios.Checks(probes))
@@ -231,6 +234,34 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 		return res, fmt.Errorf("verify: no verdict before the run ended: %w", context.Cause(ctx))
 	}
 	return res, nil
+}
+
+// checkAnnounce refuses a run whose received check could pass without the PROXY
+// header being honoured: an EHLO name that is an address literal (the target
+// copies it into its Received header), or an announced address the proxy
+// connects from anyway (proxy.source_address, or without one the loopback
+// address the system picks: 127.0.0.1, ::1 or the target's own).
+func checkAnnounce(cfg *config.Config, announce netip.Addr) error {
+	announce = announce.Unmap()
+	if h := cfg.Probe.Helo; strings.HasPrefix(h, "[") {
+		return fmt.Errorf("probe.helo %q is an address literal: use a host name (a literal in the Received header cannot be told from the client address)", h)
+	}
+	var from []netip.Addr
+	if src := cfg.Proxy.SourceAddress; src != "" {
+		if ip, err := netip.ParseAddr(src); err == nil {
+			from = append(from, ip.Unmap())
+		}
+	} else {
+		from = append(from, netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback())
+		if ap, err := netip.ParseAddrPort(cfg.Target.SMTP); err == nil {
+			from = append(from, ap.Addr().Unmap())
+		}
+	}
+	if slices.Contains(from, announce) {
+		return fmt.Errorf("proxy.announce %s is the address the proxy connects to the target from: announce another one, "+
+			"so that a Received header showing it proves the PROXY header was honoured", announce)
+	}
+	return nil
 }
 
 // ProbesFor is the probes a run of cfg sends: the built-in matrix of its plan followed

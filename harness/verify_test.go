@@ -207,6 +207,43 @@ func TestVerifySenderRefused(t *testing.T) {
 	}
 }
 
+// TestVerifyReceivedCannotPassVacuously: against a target that ignores the PROXY
+// header, the received check must not pass because the announced address shows
+// in its Received header for another reason: the probe's own EHLO name, or the
+// proxy connecting from the address it announces. Such a run is refused up front
+// (a configuration error) or the check fails; it never passes.
+func TestVerifyReceivedCannotPassVacuously(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mod  func(*config.Config)
+	}{
+		{"helo is the announced address", func(c *config.Config) { c.Probe.Helo = "[198.51.100.7]" }},
+		{"helo is an IPv6 literal of it", func(c *config.Config) {
+			c.Proxy.Announce, c.Probe.Helo = "2001:db8::7", "[IPv6:2001:db8::7]"
+		}},
+		{"proxy connects from the announced address", func(c *config.Config) {
+			c.Proxy.Announce, c.Proxy.SourceAddress = "127.0.0.1", "127.0.0.1"
+		}},
+		{"proxy connects from the default loopback address", func(c *config.Config) { c.Proxy.Announce = "127.0.0.1" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := startMini(t, "proxy-ignored")
+			cfg := m.config(t)
+			tt.mod(cfg)
+			res, err := harness.Verify(context.Background(), cfg, harness.VerifyOptions{Logger: testLogger(t)})
+			if err != nil {
+				if !errors.Is(err, harness.ErrConfig) {
+					t.Fatalf("Verify = %v; want verdicts or a configuration error", err)
+				}
+				return
+			}
+			if v := byName(res)["received/local/alice@example.org"]; v.Status == scenarios.StatusPass {
+				t.Errorf("received check passed against a target that ignores the PROXY header: %+v", v.Observed)
+			}
+		})
+	}
+}
+
 func TestVerifyScenarioFiles(t *testing.T) {
 	m := startMini(t, "")
 	extra, err := scenarios.ParseFile("wave.yaml", []byte(`probes:
