@@ -2,6 +2,7 @@ package harness_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -79,5 +80,35 @@ func TestVerifyObserversReplaceRoute(t *testing.T) {
 				t.Error("the stub was never asked about bob@example.org")
 			}
 		})
+	}
+}
+
+// brokenWatcher is an observer whose watching fails at once (an IMAP connection
+// dropping, say) while a later look would find the probe where it belongs.
+type brokenWatcher struct{ stubObserver }
+
+func (b *brokenWatcher) Wait(context.Context, string, string) error {
+	return errWatchBroken
+}
+
+var errWatchBroken = errors.New("watch connection dropped")
+
+// TestVerifyWatchFailureIsAnError: when watching a place fails, neither arrival nor
+// absence elsewhere was proven, so the check is an error; one last sweep finding the
+// probe at the right place must not make it pass.
+func TestVerifyWatchFailureIsAnError(t *testing.T) {
+	m := startMini(t, "")
+	cfg := m.config(t)
+	cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
+	broken := &brokenWatcher{stubObserver{route: scenarios.RouteSource, rcpts: map[string]bool{"bob@example.org": true}}}
+	res := verify(t, cfg, harness.VerifyOptions{
+		Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: broken},
+	})
+	bob := byName(res)["route/unmigrated/bob@example.org"]
+	if bob.Status != scenarios.StatusError {
+		t.Errorf("route/unmigrated/bob: %s (%s); want error (watching failed)", bob.Status, bob.Detail)
+	}
+	if !strings.Contains(bob.Detail, errWatchBroken.Error()) {
+		t.Errorf("route/unmigrated/bob detail %q status %s; want it to name the watch failure", bob.Detail, bob.Status)
 	}
 }

@@ -90,7 +90,11 @@ func (r *run) await(ctx context.Context, i int, s *sent) []scenarios.Observation
 		var err error
 		seen, err = r.waitAny(ctx, s.start.Add(r.cfg.Timeouts.Delivery), s.id, c.Recipient)
 		if err != nil {
+			// Watching stopped early, so neither arrival nor absence was proven:
+			// the check cannot be judged, and must never pass on one last sweep.
 			r.log.Warn("watching failed", "scenario", c.Name, "err", err)
+			r.fail(ctx, i, err, time.Since(s.start))
+			return initial
 		}
 	}
 	if !seen.IsZero() && r.cfg.Timeouts.Absence > 0 {
