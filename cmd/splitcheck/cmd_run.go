@@ -585,6 +585,9 @@ func (r *runState) finish() error {
 	if summary.Failed == 0 && summary.Errors > 0 {
 		return fmt.Errorf("run: %d check(s) could not be judged (see the report)", summary.Errors)
 	}
+	if err := nothingVerified(r.opts.configPath, summary); err != nil {
+		return err
+	}
 	return (&harness.Result{Verdicts: r.verdicts}).Mismatch() // nil, or exit 1
 }
 

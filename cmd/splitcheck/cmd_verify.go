@@ -158,6 +158,9 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 		// judged: the environment, not the routing, is broken (exit 3).
 		return fmt.Errorf("verify: %d check(s) could not be judged (see the report)", summary.Errors)
 	}
+	if err := nothingVerified(opts.configPath, summary); err != nil {
+		return err
+	}
 	return res.Mismatch() // nil, or exit 1
 }
 

@@ -316,6 +316,13 @@ func TestVerifyReports(t *testing.T) {
 			junitCases: 2,
 		},
 		{
+			// Every check skipped: exit 0 would claim a pass nothing earned.
+			name: "all skipped", fake: &fakeVerify{res: result(testVerdicts[1])}, wantCode: 2,
+			wantStdout: regexp.MustCompile(`(?s)SKIP +plain.*\n0 passed, 0 failed, 1 skipped, 0 errors\n$`),
+			wantStderr: regexp.MustCompile(`run\.yaml: nothing was verified: all 1 check\(s\) were skipped`),
+			junitCases: 1,
+		},
+		{
 			name: "mismatch", fake: &fakeVerify{res: result(append(slices.Clone(testVerdicts), failVerdict)...)}, wantCode: 1,
 			wantStdout: regexp.MustCompile(`FAIL +route/extra +carol@example\.org +source +reject .*RCPT 550 5\.1\.1`),
 			wantStderr: regexp.MustCompile(`1 check\(s\) failed`),

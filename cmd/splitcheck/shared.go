@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/splitcheck/splitcheck/harness"
+	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/harness/report"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
@@ -109,4 +110,13 @@ func termWidth(ios *ioStreams) int {
 		return 0
 	}
 	return writerWidth(ios.ErrOut)
+}
+
+// nothingVerified is the error for a run whose every check was skipped: exit 0 would
+// claim a pass that nothing earned, so it is a configuration error (exit 2).
+func nothingVerified(cfgPath string, s report.Summary) error {
+	if s.Passed > 0 || s.Failed > 0 || s.Errors > 0 {
+		return nil
+	}
+	return &config.Error{File: cfgPath, Msg: fmt.Sprintf("nothing was verified: all %d check(s) were skipped", s.Skipped)}
 }
