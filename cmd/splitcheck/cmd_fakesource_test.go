@@ -16,8 +16,10 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// lockedBuffer is a bytes.Buffer safe for the command's goroutines; it
-// reports the address of the "listening on ADDR" line on listening.
+// lockedBuffer is a bytes.Buffer safe for the command's goroutines; it reports
+// the address of the first "listening on ADDR" line on listening (searching the
+// whole buffer, so a line split across writes is still found). The fakesource and
+// proxy command tests share it.
 type lockedBuffer struct {
 	mu        sync.Mutex
 	buf       bytes.Buffer
@@ -30,7 +32,7 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, err := b.buf.Write(p)
-	if m := listeningRe.FindSubmatch(p); m != nil && b.listening != nil {
+	if m := listeningRe.FindSubmatch(b.buf.Bytes()); m != nil && b.listening != nil {
 		b.listening <- string(m[1])
 		b.listening = nil
 	}

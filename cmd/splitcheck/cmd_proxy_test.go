@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -18,38 +16,11 @@ import (
 	"github.com/pires/go-proxyproto"
 )
 
-// proxyCmdBuffer is a goroutine-safe buffer that reports the address of the
-// first "listening on ADDR" line written to it.
-type proxyCmdBuffer struct {
-	mu        sync.Mutex
-	buf       bytes.Buffer
-	listening chan string
-}
-
-var proxyListeningRe = regexp.MustCompile(`(?m)^listening on (\S+)$`)
-
-func (b *proxyCmdBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n, err := b.buf.Write(p)
-	if m := proxyListeningRe.FindSubmatch(b.buf.Bytes()); m != nil && b.listening != nil {
-		b.listening <- string(m[1])
-		b.listening = nil
-	}
-	return n, err
-}
-
-func (b *proxyCmdBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runProxyCmd runs `proxy args...` and waits for it to finish (for arguments
 // that fail before listening).
 func runProxyCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errOut proxyCmdBuffer
+	var out, errOut lockedBuffer
 	cmd := newProxyCmd(&ioStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	cmd.SetArgs(args)
 	cmd.SetOut(&out)
@@ -61,9 +32,9 @@ func runProxyCmd(t *testing.T, args ...string) (stdout, stderr string, err error
 }
 
 // startProxyCmd runs `proxy args...` until stop is called.
-func startProxyCmd(t *testing.T, args ...string) (addr string, stdout, stderr *proxyCmdBuffer, stop func() error) {
+func startProxyCmd(t *testing.T, args ...string) (addr string, stdout, stderr *lockedBuffer, stop func() error) {
 	t.Helper()
-	stdout, stderr = &proxyCmdBuffer{}, &proxyCmdBuffer{listening: make(chan string, 1)}
+	stdout, stderr = &lockedBuffer{}, &lockedBuffer{listening: make(chan string, 1)}
 	listening := stderr.listening
 	cmd := newProxyCmd(&ioStreams{In: strings.NewReader(""), Out: stdout, ErrOut: stderr})
 	cmd.SetArgs(args)
