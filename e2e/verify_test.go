@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/splitcheck/splitcheck/harness/report"
+	"github.com/splitcheck/splitcheck/internal/freeport"
 	"github.com/splitcheck/splitcheck/internal/reftarget"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
@@ -414,15 +415,12 @@ timeouts:
 	}
 }
 
-// closedPort is a loopback address nothing listens on.
+// closedPort is a loopback address nothing listens on, below the ephemeral range
+// so nothing binds it by chance.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	addr, err := freeport.TCP("127.0.0.1")
 	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return addr

@@ -21,6 +21,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/splitcheck/splitcheck/harness/config"
+	"github.com/splitcheck/splitcheck/internal/freeport"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -423,31 +424,23 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// freeTCP and freeUDP return a loopback address that was just free.
+// freeTCP and freeUDP return a loopback address that was just free, below the
+// ephemeral range: an outgoing connection cannot take it before the harness binds it.
 func freeTCP(t *testing.T) string {
-	ln := listen(t)
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Helper()
+	addr, err := freeport.TCP("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }
 
+// freeUDP is free for both TCP and UDP: the fake DNS binds both.
 func freeUDP(t *testing.T) string {
 	t.Helper()
-	// The fake DNS binds UDP and TCP on one port: find a port free for both, holding
-	// the TCP side while the UDP side is tried, so a busy TCP port is never returned.
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return addr
+	addr, err := freeport.TCPAndUDP("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no loopback port free for both TCP and UDP")
-	return ""
+	return addr
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
+
+	"github.com/splitcheck/splitcheck/internal/freeport"
 )
 
 // DefaultCleanupTimeout bounds the removal of everything a run started, which
@@ -54,43 +55,29 @@ func (c *cleanups) run(parent context.Context, timeout time.Duration) ([]string,
 
 // reservePorts finds three ports on ip that are free for TCP, the DNS one for UDP
 // too, by binding them all at once and releasing them: the fakes bind them again
-// when the checks start, after Stalwart has been told where they are. Nothing
-// else binds the bridge's gateway address, so the window is harmless in practice.
+// when the checks start, after Stalwart has been told where they are. The ports
+// come from below the ephemeral range, so the connections this run opens from the
+// gateway address (to Stalwart, to the relays) cannot take one in the meantime.
 func reservePorts(ip netip.Addr) (Ports, error) {
-	var closers []func() error
+	host := ip.String()
+	var held []*freeport.Reservation
 	defer func() {
-		for _, c := range closers {
-			_ = c()
+		for _, r := range held {
+			r.Release()
 		}
 	}()
-	tcp := func() (uint16, error) {
-		ln, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
-		if err != nil {
-			return 0, err
-		}
-		closers = append(closers, ln.Close)
-		return uint16(ln.Addr().(*net.TCPAddr).Port), nil
-	}
 	var p Ports
-	var err error
-	if p.Source, err = tcp(); err != nil {
-		return Ports{}, fmt.Errorf("reserve fake source port on %v: %w", ip, err)
-	}
-	if p.MX, err = tcp(); err != nil {
-		return Ports{}, fmt.Errorf("reserve fake MX port on %v: %w", ip, err)
-	}
-	for range 20 {
-		port, err := tcp()
+	for _, want := range []struct {
+		role string
+		port *uint16
+		udp  bool
+	}{{"source", &p.Source, false}, {"MX", &p.MX, false}, {"DNS", &p.DNS, true}} {
+		r, err := freeport.Reserve(host, want.udp)
 		if err != nil {
-			return Ports{}, fmt.Errorf("reserve fake DNS port on %v: %w", ip, err)
+			return Ports{}, fmt.Errorf("reserve fake %s port: %w", want.role, err)
 		}
-		pc, err := net.ListenPacket("udp", netip.AddrPortFrom(ip, port).String())
-		if err != nil {
-			continue // taken for UDP; try another
-		}
-		closers = append(closers, pc.Close)
-		p.DNS = port
-		return p, nil
+		held = append(held, r)
+		*want.port = uint16(r.Port)
 	}
-	return Ports{}, fmt.Errorf("reserve fake DNS port on %v: no port free for both TCP and UDP", ip)
+	return p, nil
 }

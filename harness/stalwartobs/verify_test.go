@@ -15,6 +15,7 @@ import (
 	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/harness/stalwart/stalwarttest"
 	"github.com/splitcheck/splitcheck/harness/stalwartobs"
+	"github.com/splitcheck/splitcheck/internal/freeport"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -118,14 +119,15 @@ type nopLogger struct{}
 func (nopLogger) Printf(string, ...any) {}
 func (nopLogger) Println(...any)        {}
 
+// freeAddr is a loopback address that was just free, below the ephemeral range so
+// no outgoing connection takes it before the harness binds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // TestVerifyWithJMAPLocalObserver runs the verify engine with Local as its local

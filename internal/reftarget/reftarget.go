@@ -44,6 +44,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/splitcheck/splitcheck/internal/freeport"
 )
 
 // Mutation names a deliberate misconfiguration of the target.
@@ -485,18 +487,15 @@ func checkTraversable(dir string) error {
 	}
 }
 
-// freePort picks an unused port on the host of addr.
+// freePort picks an unused port on the host of addr, below the ephemeral range
+// so no outgoing connection takes it before Postfix binds it.
 func freePort(addr string) (string, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", fmt.Errorf("pick internal proxy port: %w", err)
 	}
-	ln, err := net.Listen("tcp4", net.JoinHostPort(host, "0"))
+	got, err := freeport.TCP(host)
 	if err != nil {
-		return "", fmt.Errorf("pick internal proxy port: %w", err)
-	}
-	got := ln.Addr().String()
-	if err := ln.Close(); err != nil {
 		return "", fmt.Errorf("pick internal proxy port: %w", err)
 	}
 	return got, nil
