@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/scenarios"
@@ -84,10 +85,18 @@ func TestVerifyObserversReplaceRoute(t *testing.T) {
 }
 
 // brokenWatcher is an observer whose watching fails at once (an IMAP connection
-// dropping, say) while a later look would find the probe where it belongs.
-type brokenWatcher struct{ stubObserver }
+// dropping, say) while a later look would find the probe where it belongs; with
+// only set, only for those recipients.
+type brokenWatcher struct {
+	stubObserver
+	only map[string]bool
+}
 
-func (b *brokenWatcher) Wait(context.Context, string, string) error {
+func (b *brokenWatcher) Wait(ctx context.Context, _ string, rcpt string) error {
+	if b.only != nil && !b.only[scenarios.Canonical(rcpt)] {
+		<-ctx.Done() // watches until the deadline, as a watcher that sees nothing does
+		return nil
+	}
 	return errWatchBroken
 }
 
@@ -100,7 +109,7 @@ func TestVerifyWatchFailureIsAnError(t *testing.T) {
 	m := startMini(t, "")
 	cfg := m.config(t)
 	cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
-	broken := &brokenWatcher{stubObserver{route: scenarios.RouteSource, rcpts: map[string]bool{"bob@example.org": true}}}
+	broken := &brokenWatcher{stubObserver: stubObserver{route: scenarios.RouteSource, rcpts: map[string]bool{"bob@example.org": true}}}
 	res := verify(t, cfg, harness.VerifyOptions{
 		Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: broken},
 	})
@@ -110,5 +119,60 @@ func TestVerifyWatchFailureIsAnError(t *testing.T) {
 	}
 	if !strings.Contains(bob.Detail, errWatchBroken.Error()) {
 		t.Errorf("route/unmigrated/bob detail %q status %s; want it to name the watch failure", bob.Detail, bob.Status)
+	}
+}
+
+// TestVerifyReceivedUnreadCopyIsAnError: the Received check reads the copies the
+// route checks saw. When watching for a recipient fails, that recipient's copy was
+// never read: no copy seen, or only good ones, leaves the check unjudged (an error,
+// never a failure blaming the target nor a pass); a bad header that was seen still
+// fails it.
+func TestVerifyReceivedUnreadCopyIsAnError(t *testing.T) {
+	probe := scenarios.Probe{Name: "two", Entry: scenarios.EntryProxy, Received: true, Recipients: []scenarios.Recipient{
+		{Address: "alice@example.org", Expect: scenarios.RouteLocal},
+		{Address: "bob@example.org", Expect: scenarios.RouteSource},
+	}}
+	unread := func(rcpt string) string {
+		return "cannot read every delivered copy: two/" + rcpt + ": watch source: " + errWatchBroken.Error()
+	}
+	for _, tt := range []struct {
+		name     string
+		mutation string
+		brokenOn string // the recipient whose watch fails; "" for all
+		want     scenarios.Status
+		detail   string
+	}{
+		// Nothing was read: alice's copy, the one with the header, is unknown.
+		{"no copy read", "", "", scenarios.StatusError, unread("alice@example.org") + "; two/bob@example.org"},
+		// alice's copy is read and good; bob's, at the source, is not read.
+		{"good copy read, one unread", "", "bob@example.org", scenarios.StatusError, unread("bob@example.org")},
+		// alice's copy is read and lacks the announced address: proven wrong.
+		{"bad copy read, one unread", "proxy-ignored", "bob@example.org", scenarios.StatusFail,
+			"want a Received header with [198.51.100.7], got local copy"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := startMini(t, tt.mutation)
+			cfg := m.config(t)
+			cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
+			cfg.Timeouts.Delivery = 3 * time.Second // how long a healthy watch with nothing to see waits
+			broken := &brokenWatcher{stubObserver: stubObserver{route: scenarios.RouteSource}}
+			if tt.brokenOn != "" {
+				broken.only = map[string]bool{tt.brokenOn: true}
+			}
+			res := verify(t, cfg, harness.VerifyOptions{
+				Extra: []scenarios.Probe{probe}, Replace: true,
+				Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: broken},
+			})
+			v := byName(res)
+			got := v["received/two"]
+			if got.Status != tt.want || !strings.Contains(got.Detail, tt.detail) {
+				t.Errorf("received/two: %s (%s); want %s containing %q", got.Status, got.Detail, tt.want, tt.detail)
+			}
+			if tt.brokenOn != "" {
+				if a := v["two/alice@example.org"]; a.Status != scenarios.StatusPass {
+					t.Errorf("two/alice: %s (%s); want pass (her watch works and her copy is local)", a.Status, a.Detail)
+				}
+			}
+		})
 	}
 }

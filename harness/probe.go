@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -50,6 +51,7 @@ func (r *run) runProbe(ctx context.Context, idx int, p scenarios.Probe) {
 	var (
 		mu       sync.Mutex
 		all      []scenarios.Observation
+		unread   []string // watches that stopped early: copies they would have seen are unknown
 		received []int
 		wg       sync.WaitGroup
 	)
@@ -62,22 +64,40 @@ func (r *run) runProbe(ctx context.Context, idx int, p scenarios.Probe) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			obs := r.await(ctx, i, s)
+			obs, err := r.await(ctx, i, s)
 			mu.Lock()
 			all = append(all, obs...)
+			if err != nil {
+				unread = append(unread, fmt.Sprintf("%s: %v", r.checks[i].Name, err))
+			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	sortObservations(all)
 	for _, i := range received {
-		r.judge(ctx, i, all, time.Since(s.start), "")
+		r.judgeReceived(ctx, i, all, unread, time.Since(s.start))
 	}
+}
+
+// judgeReceived judges a Received check on the copies the route checks saw. When a
+// watch stopped early, a copy may have gone unread: a bad header seen is still a
+// failure, but anything else (no copy, or only good ones) cannot be judged.
+func (r *run) judgeReceived(ctx context.Context, i int, obs []scenarios.Observation, unread []string, elapsed time.Duration) {
+	if len(unread) > 0 && r.checks[i].Skip == "" {
+		// A failed Received verdict that lists copies failed on a copy's header.
+		if v := scenarios.Judge(r.checks[i], obs, elapsed); v.Status != scenarios.StatusFail || len(v.Observed) == 0 {
+			sort.Strings(unread)
+			r.fail(ctx, i, fmt.Errorf("cannot read every delivered copy: %s", strings.Join(unread, "; ")), elapsed)
+			return
+		}
+	}
+	r.judge(ctx, i, obs, elapsed, "")
 }
 
 // await waits for check i's recipient to show up anywhere, then for a quiet window,
 // then looks everywhere once more and judges. It returns the sightings.
-func (r *run) await(ctx context.Context, i int, s *sent) []scenarios.Observation {
+func (r *run) await(ctx context.Context, i int, s *sent) ([]scenarios.Observation, error) {
 	c := r.checks[i]
 	var initial []scenarios.Observation
 	if o, ok := s.rejects[scenarios.Canonical(c.Recipient)]; ok {
@@ -94,7 +114,7 @@ func (r *run) await(ctx context.Context, i int, s *sent) []scenarios.Observation
 			// the check cannot be judged, and must never pass on one last sweep.
 			r.log.Warn("watching failed", "scenario", c.Name, "err", err)
 			r.fail(ctx, i, err, time.Since(s.start))
-			return initial
+			return initial, err
 		}
 	}
 	if !seen.IsZero() && r.cfg.Timeouts.Absence > 0 {
@@ -109,7 +129,7 @@ func (r *run) await(ctx context.Context, i int, s *sent) []scenarios.Observation
 	found, err := r.sweep(ctx, s.id, c.Recipient)
 	if err != nil {
 		r.fail(ctx, i, err, time.Since(s.start))
-		return initial
+		return initial, err
 	}
 	obs := append(initial, found...)
 	for k := range obs {
@@ -138,7 +158,7 @@ func (r *run) await(ctx context.Context, i int, s *sent) []scenarios.Observation
 		}
 	}
 	r.judge(ctx, i, obs, time.Since(s.start), strings.Join(notes, "; "))
-	return obs
+	return obs, nil
 }
 
 // copyFinder is implemented by observers that can list every copy of a probe,
