@@ -5,26 +5,29 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/splitcheck/splitcheck/internal/freeport"
 )
 
-// FreePorts returns n distinct TCP ports that were free on 127.0.0.1: it
-// binds n listeners on port 0 at once, notes their ports and closes them.
-// Another process may take a port before the caller binds it.
+// FreePorts returns n distinct TCP ports that were free on 127.0.0.1, from
+// below the ephemeral range (the bench's own connections use that range), held
+// all at once and released together. Another process may still take one before
+// the caller binds it.
 func FreePorts(n int) ([]int, error) {
-	var lns []net.Listener
+	var held []*freeport.Reservation
 	defer func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, r := range held {
+			r.Release()
 		}
 	}()
 	ports := make([]int, 0, n)
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		r, err := freeport.Reserve("127.0.0.1", false)
 		if err != nil {
 			return nil, fmt.Errorf("free ports: %w", err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		held = append(held, r)
+		ports = append(ports, r.Port)
 	}
 	return ports, nil
 }
