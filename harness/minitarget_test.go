@@ -46,6 +46,7 @@ type miniTarget struct {
 	users   map[string]*imapmemserver.User
 	imapSrv *imapserver.Server
 	smtps   []*smtp.Server
+	lns     []net.Listener // closed by close too: a server's Close misses a listener its Serve has not registered yet
 	wg      sync.WaitGroup // serve loops and deliveries
 }
 
@@ -78,6 +79,7 @@ func startMini(t *testing.T, mutation string) *miniTarget {
 		Logger:       nopLogger{},
 	})
 	imapLn := listen(t)
+	m.lns = append(m.lns, imapLn)
 	m.imapAddr = imapLn.Addr().String()
 	m.serve(func() { _ = m.imapSrv.Serve(imapLn) })
 
@@ -90,6 +92,7 @@ func startMini(t *testing.T, mutation string) *miniTarget {
 	proxyLn := &proxyproto.Listener{Listener: listen(t), ConnPolicy: policy, ReadHeaderTimeout: 2 * time.Second}
 	m.proxyAddr = proxyLn.Addr().String()
 	plainLn, subLn := listen(t), listen(t)
+	m.lns = append(m.lns, proxyLn, plainLn, subLn)
 	m.plainAddr, m.submissionAddr = plainLn.Addr().String(), subLn.Addr().String()
 	for _, l := range []struct {
 		ln         net.Listener
@@ -122,6 +125,9 @@ func (m *miniTarget) close() {
 		s.Close()
 	}
 	m.imapSrv.Close()
+	for _, ln := range m.lns {
+		ln.Close()
+	}
 	m.wg.Wait()
 }
 

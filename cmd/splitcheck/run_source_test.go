@@ -56,6 +56,7 @@ func startSourceIMAP(t *testing.T, addr, password string) (string, *imapmemserve
 	}()
 	t.Cleanup(func() {
 		srv.Close()
+		ln.Close() // in case Serve had not registered it yet
 		wg.Wait()
 	})
 	return ln.Addr().String(), u

@@ -282,6 +282,7 @@ func (tg *target) startIMAP(accounts []string) {
 	}()
 	tg.t.Cleanup(func() {
 		srv.Close()
+		ln.Close() // in case Serve had not registered it yet
 		<-done
 	})
 	tg.imapAdr = ln.Addr().String()

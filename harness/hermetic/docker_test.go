@@ -133,7 +133,7 @@ func TestCheckDockerFindsEngine(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	t.Cleanup(func() { srv.Close(); ln.Close(); <-done }) // ln too: Serve may not have registered it yet
 
 	p := noDockerProbe(t, map[string]string{"DOCKER_HOST": "unix://" + sock})
 	if err := p.check(t.Context()); err != nil {

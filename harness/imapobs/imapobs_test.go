@@ -88,6 +88,7 @@ func startIMAPTLS(t *testing.T, mode string, accounts ...string) *mailServer {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
+		ln.Close() // in case Serve had not registered it yet
 		<-done
 	})
 	ms.addr = ln.Addr().String()

@@ -72,6 +72,7 @@ func imapServer(t *testing.T) (string, *imapmemserver.User) {
 	}()
 	t.Cleanup(func() {
 		srv.Close()
+		ln.Close() // in case Serve had not registered it yet
 		<-done
 	})
 	return ln.Addr().String(), u

@@ -53,6 +53,7 @@ func startMTA(t *testing.T, srv *stalwarttest.Server, source string) *stalwartMT
 	}()
 	t.Cleanup(func() {
 		m.smtp.Close()
+		ln.Close() // in case Serve had not registered it yet
 		m.wg.Wait()
 	})
 	return m

@@ -73,6 +73,7 @@ func (b *BareSink) Shutdown(ctx context.Context) error {
 	if err != nil {
 		b.srv.Close()
 	}
+	b.ln.Close() // go-smtp closes only the listeners its Serve has registered
 	<-b.done
 	if err != nil {
 		return fmt.Errorf("bare sink: shutdown: %w", err)

@@ -251,6 +251,7 @@ func startSink(t *testing.T, addr string) *sink {
 		if err := s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close()
 		}
+		ln.Close() // in case Serve had not registered it yet
 		<-s.done
 	})
 	return s
