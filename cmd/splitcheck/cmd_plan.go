@@ -177,6 +177,9 @@ func printStalwartChanges(w io.Writer, changes []stalwart.Change) {
 		if c.Restart {
 			tags = append(tags, "needs restart")
 		}
+		if c.Unverifiable {
+			tags = append(tags, "secret not readable: written every time")
+		}
 		if len(tags) > 0 {
 			head += "  [" + strings.Join(tags, ", ") + "]"
 		}

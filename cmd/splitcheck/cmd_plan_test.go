@@ -111,6 +111,13 @@ func runSw(t *testing.T, args ...string) (int, string, string) {
 }
 
 // noSecrets fails if any output shows a secret.
+// hasSecret reports whether a stored route (read from the fake's store, which
+// keeps what get masks) holds secret as its authSecret.
+func hasSecret(route map[string]any, secret string) bool {
+	v, _ := route["authSecret"].(map[string]any)
+	return v["@type"] == "Value" && v["secret"] == secret
+}
+
 func noSecrets(t *testing.T, outputs []string, secrets ...string) {
 	t.Helper()
 	all := strings.Join(outputs, "\n")

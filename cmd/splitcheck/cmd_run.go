@@ -345,8 +345,11 @@ func (r *runState) swap(ctx context.Context, fake string) (*stalwart.Snapshot, e
 		return nil, &config.Error{File: r.cfg.File, Field: "migration.rehearsal_source", Msg: err.Error()}
 	}
 	// The swap replaces fields of the route apply just wrote, and is always
-	// undone: it needs no --yes of its own.
-	res, err := r.st.client.Apply(ctx, d, stalwart.ApplyOptions{SnapshotPath: r.swapPath(), Confirmed: true, Hermetic: r.st.hermetic})
+	// undone: it needs no --yes of its own. The route's secret is the configured
+	// one apply just wrote: the server masks it, so the swap is told it, for its
+	// snapshot and whatever restores it.
+	res, err := r.st.client.Apply(ctx, d, stalwart.ApplyOptions{SnapshotPath: r.swapPath(), Confirmed: true, Hermetic: r.st.hermetic,
+		KnownRelaySecret: r.st.desired.Relay.AuthSecret})
 	if res != nil {
 		r.rec.Rehearsal.Swapped = len(res.Applied)
 	}
@@ -376,6 +379,11 @@ func (r *runState) restore(parent context.Context, snap *stalwart.Snapshot) erro
 	res, err := r.st.client.Rollback(ctx, snap, stalwart.RollbackOptions{Confirmed: true, Hermetic: r.st.hermetic})
 	if res != nil {
 		r.rec.Rehearsal.Restored = len(res.Changes)
+		if err == nil && len(res.Kept) > 0 {
+			// The swap only changes the route's fields: anything not put back
+			// leaves the real source misconfigured.
+			err = fmt.Errorf("not restored: %s", strings.Join(res.Kept, "; "))
+		}
 	}
 	if err != nil {
 		r.rec.Rehearsal.Error = err.Error()

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/splitcheck/splitcheck/harness/config"
 )
 
 // DefaultRestoreTimeout bounds restoring the snapshot after a failed apply.
@@ -29,6 +31,12 @@ type ApplyOptions struct {
 	Verify bool
 	// RestoreTimeout bounds restoring the snapshot after a failure; 0 means DefaultRestoreTimeout.
 	RestoreTimeout time.Duration
+	// KnownRelaySecret is the secret the existing relay route holds, when the
+	// caller knows it: the server masks secrets, so a snapshot cannot read it and
+	// a rollback could not put it back. The run command's rehearsal swap passes
+	// the configured one, which the apply just before wrote. It is kept in the
+	// snapshot (RelaySnapshot.BeforeSecret) so that a rollback restores it.
+	KnownRelaySecret config.Secret
 	// Now is the clock (default time.Now), for tests.
 	Now func() time.Time
 }
@@ -71,6 +79,7 @@ type applier struct {
 // says what it restored. Secrets never appear in errors or logs.
 func (c *Client) Apply(ctx context.Context, d Desired, opts ApplyOptions) (*ApplyResult, error) {
 	secrets := append(d.secrets(), c.Credentials.secrets()...)
+	secrets = append(secrets, opts.KnownRelaySecret.Value())
 	res, err := c.apply(ctx, d, opts)
 	if res != nil && res.Snapshot != nil {
 		secrets = append(secrets, res.Snapshot.secrets()...)
@@ -123,6 +132,9 @@ func (c *Client) apply(ctx context.Context, d Desired, opts ApplyOptions) (*Appl
 		}
 	}
 	snap := takeSnapshot(c.URL, d, st, steps, passwords, now())
+	if r := snap.Relay; r != nil && r.Existed && isMaskedSecret(liveRelayFields(r.Before)["authSecret"]) {
+		r.BeforeSecret = opts.KnownRelaySecret.Value()
+	}
 	if err := WriteSnapshotFile(opts.SnapshotPath, snap); err != nil {
 		return res, fmt.Errorf("apply: %w", err)
 	}
@@ -165,23 +177,34 @@ func (c *Client) apply(ctx context.Context, d Desired, opts ApplyOptions) (*Appl
 	return res, nil
 }
 
-// verify re-reads the server: the plan must now be empty, and the public URL
-// (a restart-dependent setting) is checked when wanted.
+// verify re-reads the server: the plan must now be empty but for the secrets the
+// server never reveals (Change.Unverifiable), and the public URL (a
+// restart-dependent setting) is checked when wanted.
 func (c *Client) verify(ctx context.Context, d Desired, res *ApplyResult) error {
 	p, err := c.Plan(ctx, d)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	if p.Writes() > 0 {
+	if p.Verifiable() > 0 {
 		var items []string
 		for _, ch := range p.Changes {
-			if ch.Op != OpRun {
+			if ch.Op != OpRun && !ch.Unverifiable {
 				items = append(items, ch.Summary())
 			}
 		}
 		return fmt.Errorf("verify: the server does not hold what apply wrote: %s", strings.Join(items, "; "))
 	}
-	res.Verified = append(res.Verified, "the server holds every value apply wrote (a fresh plan is empty)")
+	if p.Writes() == 0 {
+		res.Verified = append(res.Verified, "the server holds every value apply wrote (a fresh plan is empty)")
+	} else {
+		res.Verified = append(res.Verified, "the server holds every value apply wrote that it reveals (a fresh plan is empty but for masked secrets)")
+	}
+	for _, ch := range p.Changes {
+		if ch.Unverifiable {
+			res.Pending = append(res.Pending, fmt.Sprintf("%s %s %s was written but cannot be read back (the server masks secrets): "+
+				"splitcheck verify's source checks show whether the relay is accepted", ch.Object, ch.Name, ch.Field))
+		}
+	}
 	for _, r := range res.Restart {
 		if strings.HasSuffix(r, "proxyTrustedNetworks") {
 			res.Pending = append(res.Pending, "proxyTrustedNetworks is stored, but listeners copy it when they start: "+
@@ -265,6 +288,13 @@ func (a *applier) createRelay(ctx context.Context, obj map[string]any) error {
 }
 
 func (a *applier) update(ctx context.Context, object, id string, patch map[string]any) error {
+	for k, v := range patch {
+		if isMaskedSecret(v) {
+			// The server's mask read back from a get: writing it would replace a
+			// real secret with "****".
+			return fmt.Errorf("refusing to write %s %s %s: its secret is the server's mask %q, not a secret", object, id, k, maskedSecret)
+		}
+	}
 	_, err := a.c.Set(ctx, object, SetRequest{Update: map[string]any{id: patch}})
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/harness/stalwart/stalwarttest"
 )
 
@@ -113,21 +114,28 @@ func TestApplyIdempotentAndRollbackRestoresExactly(t *testing.T) {
 	if got := f.srv.Actions(); !slices.Equal(got, []string{"ReloadSettings", "InvalidateCaches"}) {
 		t.Errorf("actions = %v; want ReloadSettings then InvalidateCaches", got)
 	}
-	if len(res.Verified) == 0 || len(res.Pending) != 1 {
-		t.Errorf("verify: verified %v pending %v; want the re-read verified and proxy trust pending a restart", res.Verified, res.Pending)
+	// The relay's secret was written, as the server holds it (a get shows "****").
+	if sec, _ := route["authSecret"].(map[string]any); sec["secret"] != testRelaySecret {
+		t.Errorf("stored authSecret = %v; want the configured secret", route["authSecret"])
+	}
+	if len(res.Verified) == 0 || len(res.Pending) != 2 || !strings.Contains(res.Pending[0], "authSecret was written but cannot be read back") {
+		t.Errorf("verify: verified %v pending %v; want the re-read verified, the masked relay secret and proxy trust pending", res.Verified, res.Pending)
 	}
 
-	// Second apply: zero changes, no writes, no snapshot file.
+	// Second apply: nothing changes but the relay secret, which the server never
+	// reveals, so it is written again (and said so).
 	sets := f.setCalls()
 	res2, err := f.c.Apply(ctx, f.d, ApplyOptions{SnapshotPath: f.snapPath("s2.json"), Hermetic: true})
 	if err != nil {
 		t.Fatalf("second Apply: %v", err)
 	}
-	if len(res2.Plan.Changes) != 0 || len(res2.Applied) != 0 || f.setCalls() != sets {
-		t.Errorf("second apply: plan %q, %d /set calls; want nothing", steps(res2.Plan.Changes), f.setCalls()-sets)
+	got := steps(res2.Plan.Changes)
+	if !slices.Equal(got, []string{"relay/update/source/authSecret", "reload/run/ReloadSettings/"}) || res2.Plan.Verifiable() != 0 ||
+		!res2.Plan.Changes[0].Unverifiable || f.setCalls() != sets+2 {
+		t.Errorf("second apply: plan %q (%d verifiable), %d /set calls; want only the unverifiable relay secret", got, res2.Plan.Verifiable(), f.setCalls()-sets)
 	}
-	if _, err := os.Stat(f.snapPath("s2.json")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("second apply wrote a snapshot (%v); want none when nothing changes", err)
+	if notes := strings.Join(res2.Plan.Notes, "\n"); !strings.Contains(notes, "authSecret the server does not reveal") {
+		t.Errorf("second apply notes = %q; want the masked secret explained", notes)
 	}
 
 	// Rollback from the file, twice.
@@ -324,11 +332,21 @@ func TestExistingRelayNeedsConfirmationAndIsRestored(t *testing.T) {
 	if _, err := f.c.Rollback(ctx, res.Snapshot, RollbackOptions{}); !errors.Is(err, ErrNeedsConfirmation) {
 		t.Errorf("rollback without --yes = %v; want ErrNeedsConfirmation", err)
 	}
-	if _, err := f.c.Rollback(ctx, res.Snapshot, RollbackOptions{Confirmed: true}); err != nil {
+	// Every field is back but the secret: the server never revealed the old one,
+	// so it stays as apply wrote it (never the mask), and rollback says so.
+	rb, err := f.c.Rollback(ctx, res.Snapshot, RollbackOptions{Confirmed: true})
+	if err != nil {
 		t.Fatalf("Rollback: %v", err)
 	}
-	if after := f.srv.Dump(); after != before {
-		t.Errorf("rollback did not restore the relay exactly:\nbefore %s\nafter %s", before, after)
+	if kept := strings.Join(rb.Kept, "\n"); !strings.Contains(kept, "authSecret: apply replaced a secret the server never reveals") {
+		t.Errorf("rollback kept = %q; want the relay secret named as not restorable", kept)
+	}
+	after := f.srv.Dump()
+	if strings.Contains(after, `"****"`) {
+		t.Errorf("rollback wrote the server's mask as a secret:\n%s", after)
+	}
+	if after = strings.Replace(after, testRelaySecret, "Old-Relay-Secret-55", 1); after != before {
+		t.Errorf("rollback did not restore the relay but for its secret:\nbefore %s\nafter %s", before, after)
 	}
 	f.checkNoViolations(t)
 }
@@ -447,8 +465,8 @@ func TestFaultAtEveryStep(t *testing.T) {
 				case retried:
 					if err != nil {
 						t.Errorf("a fault on a read should be retried: Apply = %v", err)
-					} else if p, err := f.c.Plan(context.Background(), f.d); err != nil || len(p.Changes) != 0 {
-						t.Errorf("after the retried apply, plan = %v, %v; want no changes", err, steps(p.Changes))
+					} else if p, err := f.c.Plan(context.Background(), f.d); err != nil || p.Verifiable() != 0 {
+						t.Errorf("after the retried apply, plan = %v, %v; want no changes but the masked relay secret", err, steps(p.Changes))
 					}
 				case err == nil:
 					t.Errorf("Apply succeeded; want the fault reported")
@@ -537,5 +555,74 @@ func TestPartialSetFailureRestores(t *testing.T) {
 	}
 	if f.srv.Dump() != before {
 		t.Errorf("the server was left changed")
+	}
+}
+
+// TestRollbackNeverWritesTheMask: an existing relay's secret reads back as
+// "****". When apply removed it (the configuration has no relay auth), rollback
+// cannot put it back: it says so and leaves it unset, never writing the mask as
+// the secret. With the secret known to apply's caller, it is put back.
+func TestRollbackNeverWritesTheMask(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		known string
+	}{{"unknown", ""}, {"known", "Old-Relay-Secret-55"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "")
+			ctx := context.Background()
+			if _, err := f.srv.Seed("x:MtaRoute", map[string]any{"@type": "Relay", "name": "source", "address": "old-source.example.org",
+				"authUsername": "old-user", "authSecret": map[string]any{"@type": "Value", "secret": "Old-Relay-Secret-55"}}); err != nil {
+				t.Fatal(err)
+			}
+			d := f.d
+			d.Relay.AuthUsername, d.Relay.AuthSecret = "", config.Secret{}
+			res, err := f.c.Apply(ctx, d, ApplyOptions{SnapshotPath: f.snapPath("s.json"), Hermetic: true,
+				KnownRelaySecret: config.NewSecret(tt.known)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, r := f.srv.Find("x:MtaRoute", "name", "source"); mapOf(r["authSecret"])["@type"] != "None" {
+				t.Fatalf("after apply authSecret = %v; want None", r["authSecret"])
+			}
+			if raw, _ := os.ReadFile(f.snapPath("s.json")); tt.known == "" && strings.Contains(string(raw), "Old-Relay-Secret-55") {
+				t.Errorf("snapshot holds a secret nobody gave it")
+			}
+			rb, err := f.c.Rollback(ctx, res.Snapshot, RollbackOptions{Hermetic: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, r := f.srv.Find("x:MtaRoute", "name", "source")
+			sec := mapOf(r["authSecret"])
+			kept := strings.Join(rb.Kept, "\n")
+			switch {
+			case sec["secret"] == maskedSecret:
+				t.Fatalf("rollback wrote the mask as the relay's secret")
+			case tt.known == "" && (sec["@type"] != "None" || !strings.Contains(kept, "cannot be restored")):
+				t.Errorf("unknown secret: authSecret %v, kept %q; want it left unset and said so", sec, kept)
+			case tt.known != "" && (sec["secret"] != tt.known || kept != ""):
+				t.Errorf("known secret: authSecret %v, kept %q; want it restored", sec, kept)
+			}
+			if r["authUsername"] != "old-user" {
+				t.Errorf("authUsername = %v; want old-user back", r["authUsername"])
+			}
+			f.checkNoViolations(t)
+		})
+	}
+}
+
+func mapOf(v any) map[string]any {
+	m, _ := v.(map[string]any)
+	return m
+}
+
+func TestApplierRefusesToWriteTheMask(t *testing.T) {
+	f := newFixture(t, "")
+	a := &applier{c: f.c, log: f.c.logger()}
+	err := a.update(context.Background(), ObjMtaRoute, "x", map[string]any{"authSecret": secretValue(maskedSecret)})
+	if err == nil || !strings.Contains(err.Error(), "refusing to write") {
+		t.Errorf("update with the mask = %v; want a refusal", err)
+	}
+	if f.setCalls() != 0 {
+		t.Errorf("%d /set calls; want none", f.setCalls())
 	}
 }

@@ -250,6 +250,19 @@ func secretValue(s string) map[string]any {
 	return map[string]any{"@type": "Value", "secret": s}
 }
 
+// maskedSecret is what Stalwart returns in place of every secret it holds
+// (MASKED_PASSWORD in its registry): a relay's authSecret reads back as
+// {"@type":"Value","secret":"****"} whatever the secret is. A secret read through
+// the API can be neither compared nor restored, and "****" must never be written.
+const maskedSecret = "****"
+
+// isMaskedSecret reports whether v (a decoded SecretKeyOptional) is a Value whose
+// secret the server masked.
+func isMaskedSecret(v any) bool {
+	m, ok := v.(map[string]any)
+	return ok && m["@type"] == "Value" && m["secret"] == maskedSecret
+}
+
 // noSecret is SecretKeyOptional {"@type":"None"}.
 func noSecret() map[string]any { return map[string]any{"@type": "None"} }
 

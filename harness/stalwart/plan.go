@@ -46,6 +46,10 @@ type Change struct {
 	Destructive bool `json:"destructive,omitempty"`
 	// Restart is set when the change only takes effect after a server restart.
 	Restart bool `json:"restart,omitempty"`
+	// Unverifiable is set when the server never returns the value (a secret: it
+	// reads back as "****"), so whether it already holds the wanted one cannot be
+	// known: apply writes it every time, and a rollback cannot restore the old one.
+	Unverifiable bool `json:"unverifiable,omitempty"`
 	// CLI is the equivalent stalwart-cli command.
 	CLI string `json:"cli"`
 }
@@ -84,6 +88,18 @@ func (p *Plan) Writes() int {
 	n := 0
 	for _, c := range p.Changes {
 		if c.Op != OpRun {
+			n++
+		}
+	}
+	return n
+}
+
+// Verifiable counts the writes whose result can be read back: Writes less the
+// Unverifiable ones. A server holding the desired state has none.
+func (p *Plan) Verifiable() int {
+	n := 0
+	for _, c := range p.Changes {
+		if c.Op != OpRun && !c.Unverifiable {
 			n++
 		}
 	}
@@ -225,6 +241,8 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 			if has && jsonEqual(cur, f.value) {
 				continue
 			}
+			// A masked secret may or may not be the wanted one: write it.
+			unverifiable := f.secret && !f.absent && isMaskedSecret(cur)
 			want := f.value
 			if f.absent {
 				want = f.clear
@@ -234,6 +252,12 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 			if f.secret {
 				curShown = redactedJSON(cur)
 			}
+			if unverifiable {
+				curShown = jsonText(secretValue("(set, not readable)"))
+				notes = append(notes, fmt.Sprintf("route %q has an authSecret the server does not reveal (it reads back as %s): "+
+					"apply writes the configured one every time, cannot tell whether it changes anything, and a rollback "+
+					"cannot put the old one back", d.Relay.Name, maskedSecret))
+			}
 			if !has {
 				curShown = ""
 			}
@@ -242,7 +266,7 @@ func buildSteps(d Desired, st *State) ([]*step, []string, error) {
 				wantShown, cli = f.clear, jsonOrPlain(f.clear)
 			}
 			s.changes = append(s.changes, Change{Step: StepRelay, Object: ObjMtaRoute, ID: st.Relay.ID, Name: d.Relay.Name,
-				Op: OpUpdate, Field: f.key, Current: curShown, Wanted: jsonText(wantShown), Destructive: true,
+				Op: OpUpdate, Field: f.key, Current: curShown, Wanted: jsonText(wantShown), Destructive: true, Unverifiable: unverifiable,
 				CLI: cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{f.key, cli}})})
 		}
 		if len(patch) > 0 {

@@ -176,6 +176,22 @@ func restoreSteps(snap *Snapshot, st *State, inApply bool) ([]*step, []string) {
 			for _, k := range []string{"address", "port", "protocol", "implicitTls", "allowInvalidCerts", "authUsername", "authSecret"} {
 				bv, bok := before[k]
 				lv, lok := live[k]
+				if k == "authSecret" && isMaskedSecret(bv) && r.BeforeSecret != "" {
+					// Masked when read, but the caller of apply knew it.
+					bv = secretValue(r.BeforeSecret)
+					if !r.SecretWritten && isMaskedSecret(lv) {
+						continue // apply did not touch it
+					}
+				} else if k == "authSecret" && isMaskedSecret(bv) {
+					// The secret before apply was never readable: it cannot be put
+					// back, and the mask must never be written as a secret.
+					if r.SecretWritten || !isMaskedSecret(lv) {
+						kept = append(kept, fmt.Sprintf("kept route %s (id %s) authSecret: apply replaced a secret the server never "+
+							"reveals (it reads back as %s), so it cannot be restored; set it again by hand: %s", r.Name, st.Relay.ID, maskedSecret,
+							cliCommand("update", ObjMtaRoute, st.Relay.ID, []cliField{{k, `{"@type":"Value","secret":"<the old secret>"}`}})))
+					}
+					continue
+				}
 				if bok == lok && jsonEqual(bv, lv) {
 					continue
 				}

@@ -18,8 +18,10 @@ const SnapshotVersion = 1
 // accounts it creates. It is written to a file (mode 0600) before the first
 // write, and rewritten as objects are created. Rollback restores exactly this.
 //
-// The file holds secrets (test account passwords, and an existing relay's auth
-// secret if apply changes it): keep it like a password file.
+// The file holds secrets (the test account passwords, and an existing relay's
+// auth secret when the caller of apply knew it): keep it like a password file.
+// The server never reveals a relay's secret, so without that a rollback cannot
+// restore one that apply replaced (it says so).
 type Snapshot struct {
 	Version int       `json:"version"`
 	Server  string    `json:"server"`
@@ -48,8 +50,14 @@ type RelaySnapshot struct {
 	Name    string `json:"name"`
 	ID      string `json:"id,omitempty"`
 	Existed bool   `json:"existed"`
-	// Before is the whole route as read, when it existed.
+	// Before is the whole route as read, when it existed. Its authSecret, when a
+	// plain value, is as the server returns it: masked ("****").
 	Before json.RawMessage `json:"before,omitempty"`
+	// SecretWritten is set when apply writes the existing route's authSecret.
+	SecretWritten bool `json:"secretWritten,omitempty"`
+	// BeforeSecret is the masked secret's value, when the caller of apply knew it
+	// (ApplyOptions.KnownRelaySecret); rollback restores it. Empty otherwise.
+	BeforeSecret string `json:"beforeSecret,omitempty"`
 }
 
 // RouteSnapshot is the live route expression before apply, exactly as read.
@@ -79,9 +87,12 @@ func (s *Snapshot) secrets() []string {
 		out = append(out, a.Password)
 	}
 	if s.Relay != nil && len(s.Relay.Before) > 0 {
-		if _, sec := readSecret(liveRelayRaw(s.Relay.Before, "authSecret")); sec != "" {
+		if _, sec := readSecret(liveRelayRaw(s.Relay.Before, "authSecret")); sec != "" && sec != maskedSecret {
 			out = append(out, sec)
 		}
+	}
+	if s.Relay != nil && s.Relay.BeforeSecret != "" {
+		out = append(out, s.Relay.BeforeSecret)
 	}
 	return out
 }
@@ -236,6 +247,13 @@ func takeSnapshot(server string, d Desired, st *State, steps []*step, passwords 
 		r := &RelaySnapshot{Name: d.Relay.Name}
 		if st.Relay != nil {
 			r.ID, r.Existed, r.Before = st.Relay.ID, true, st.RelayRaw
+			for _, stp := range steps {
+				for _, ch := range stp.changes {
+					if ch.Step == StepRelay && ch.Field == "authSecret" {
+						r.SecretWritten = true
+					}
+				}
+			}
 		}
 		s.Relay = r
 	}

@@ -609,3 +609,58 @@ func TestSingletonVariantSwitchBack(t *testing.T) {
 		t.Errorf("violations: %q", got)
 	}
 }
+
+// TestGetMasksSecrets: as Stalwart does, get returns "****" for every secret (a
+// relay's authSecret, a password credential) while the server keeps the real
+// one: the account still logs in with its password.
+func TestGetMasksSecrets(t *testing.T) {
+	s := newTestServer(t)
+	_, res := call(t, s, "x:Domain/set", `{"create":{"d":{"name":"masked.test"}}}`)
+	did, _ := mapOf(mapOf(res["created"])["d"])["id"].(string)
+	_, res = call(t, s, "x:MtaRoute/set", `{"create":{"r":{"@type":"Relay","name":"src","address":"old.masked.test",`+
+		`"authUsername":"u","authSecret":{"@type":"Value","secret":"Relay-Secret-Value-77"}}}}`)
+	rid, _ := mapOf(mapOf(res["created"])["r"])["id"].(string)
+	const pw = "Corr3ct-Horse-Battery-Staple-Masked"
+	_, res = call(t, s, "x:Account/set", `{"create":{"a":{"@type":"User","name":"carol","domainId":"`+did+`",`+
+		`"credentials":{"0":{"@type":"Password","secret":"`+pw+`"}}}}}`)
+	aid, _ := mapOf(mapOf(res["created"])["a"])["id"].(string)
+	if rid == "" || aid == "" {
+		t.Fatalf("setup failed: route %q account %q", rid, aid)
+	}
+
+	_, got := call(t, s, "x:MtaRoute/get", `{"ids":["`+rid+`"]}`)
+	route := mapOf(got["list"].([]any)[0])
+	if sec := mapOf(route["authSecret"]); sec["@type"] != "Value" || sec["secret"] != MaskedSecret {
+		t.Errorf("route authSecret on get = %v; want the Value masked as %q", route["authSecret"], MaskedSecret)
+	}
+	if route["authUsername"] != "u" || route["address"] != "old.masked.test" {
+		t.Errorf("route on get = %v; want the other fields as stored", route)
+	}
+	_, got = call(t, s, "x:Account/get", `{"ids":["`+aid+`"]}`)
+	cred := mapOf(mapOf(mapOf(got["list"].([]any)[0])["credentials"])["0"])
+	if cred["secret"] != MaskedSecret {
+		t.Errorf("credential on get = %v; want its secret masked", cred)
+	}
+	// The store keeps the real values.
+	if _, r := s.Find("x:MtaRoute", "name", "src"); mapOf(r["authSecret"])["secret"] != "Relay-Secret-Value-77" {
+		t.Errorf("stored authSecret = %v; want the real secret", r["authSecret"])
+	}
+	for _, tt := range []struct {
+		pass string
+		want int
+	}{{pw, http.StatusOK}, {MaskedSecret, http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/jmap/session", nil)
+		req.SetBasicAuth("carol@masked.test", tt.pass)
+		resp, err := s.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("login with %q after a masked get: HTTP %d; want %d", tt.pass, resp.StatusCode, tt.want)
+		}
+	}
+	if v := s.Violations(); len(v) != 0 {
+		t.Errorf("violations = %q", v)
+	}
+}

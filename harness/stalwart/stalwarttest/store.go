@@ -202,6 +202,7 @@ func (st *store) get(object string, singleton bool, args map[string]any) (map[st
 				out[k] = deepCopy(val)
 			}
 		}
+		st.maskSecrets(object, out)
 		list = append(list, out)
 	}
 	return map[string]any{"accountId": adminAccountID, "state": strconv.Itoa(st.state), "list": list, "notFound": notFound}, nil
@@ -595,6 +596,62 @@ func (st *store) refersTo(schemaName string, v map[string]any, object, id string
 		}
 	})
 	return found
+}
+
+// MaskedSecret is what Stalwart returns in place of every secret on get
+// (MASKED_PASSWORD in its registry): a relay's authSecret, a password
+// credential. Nothing read back through the API reveals a secret.
+const MaskedSecret = "****"
+
+// maskSecrets replaces, in v (a copy, about to be returned by get), every string
+// whose schema format is secret or secretText with MaskedSecret, as Stalwart's
+// IntoValue implementations do.
+func (st *store) maskSecrets(schemaName string, v map[string]any) {
+	variant, _ := v["@type"].(string)
+	fields, _, ok := st.schema.fieldsFor(schemaName, variant)
+	if !ok {
+		return
+	}
+	for k, val := range v {
+		pd, ok := fields.Properties[k]
+		if !ok {
+			continue
+		}
+		if masked, ok := st.maskValue(pd.Type, val); ok {
+			v[k] = masked
+		}
+	}
+}
+
+// maskValue masks val of type t; ok is true when val itself is to be replaced.
+func (st *store) maskValue(t typeDesc, val any) (any, bool) {
+	switch t.Type {
+	case "string":
+		if _, isString := val.(string); isString && (t.Format == "secret" || t.Format == "secretText") {
+			return MaskedSecret, true
+		}
+	case "map":
+		if m, ok := val.(map[string]any); ok && t.ValueClass != nil {
+			for k, item := range m {
+				if masked, ok := st.maskValue(*t.ValueClass, item); ok {
+					m[k] = masked
+				}
+			}
+		}
+	case "objectList":
+		if m, ok := val.(map[string]any); ok {
+			for _, item := range m {
+				if obj, ok := item.(map[string]any); ok {
+					st.maskSecrets(t.ObjectName, obj)
+				}
+			}
+		}
+	case "object":
+		if obj, ok := val.(map[string]any); ok {
+			st.maskSecrets(t.ObjectName, obj)
+		}
+	}
+	return nil, false
 }
 
 // walkIDs calls fn for every objectId inside v (a value of schemaName).
