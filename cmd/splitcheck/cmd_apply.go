@@ -40,10 +40,12 @@ runs ReloadSettings (and InvalidateCaches after account changes).
 Before the first write it saves every value it will change to the snapshot file (mode
 0600; it also holds the test accounts' passwords) and it never overwrites an existing
 one. If a step fails, or the run is interrupted, it restores the snapshot before
-exiting and says what it restored. A second apply changes nothing. Changes that replace
-or delete something on a server not marked hermetic need --yes. --verify re-reads the
-server afterwards and checks the public URL JMAP autodiscovery advertises; proxy trust
-and STALWART_PUBLIC_URL take effect only after a Stalwart restart.
+exiting and says what it restored. A second apply changes nothing, except that the
+relay's auth secret is written every time: Stalwart never reveals a secret, so it can
+be neither compared nor restored by rollback. Changes that replace or delete something
+on a server not marked hermetic need --yes. --verify re-reads the server afterwards and
+checks the public URL JMAP autodiscovery advertises; proxy trust and STALWART_PUBLIC_URL
+take effect only after a Stalwart restart.
 
 Exit codes: 0 applied (or nothing to do), 2 bad usage or configuration (including
 destructive changes without --yes), 3 Stalwart unreachable, refusing the credentials,

@@ -28,7 +28,8 @@ func newRollbackCmd(ios *ioStreams) *cobra.Command {
 expression, the relay route's fields, allowRelaying and proxyTrustedNetworks get their
 old values back, and the domains, relay route and test accounts apply created are
 deleted. It never deletes what apply did not create, and reports what it had to keep
-(for example defaultHostname, which Stalwart cannot unset). It compares with the live
+(for example defaultHostname, which Stalwart cannot unset, and a relay auth secret that
+existed before apply, which Stalwart never reveals). It compares with the live
 server first, so running it again changes nothing. Deleting on a server not marked
 hermetic needs --yes.
 

@@ -72,7 +72,8 @@ type applier struct {
 // every value it will change to opts.SnapshotPath, then changes them in
 // dependency order (domains; allowRelaying; the relay route; the route
 // expression; SystemSettings; test accounts; ReloadSettings; InvalidateCaches).
-// A second Apply with the same d changes nothing.
+// A second Apply with the same d changes nothing but the relay's auth secret, which
+// the server never reveals and so is written every time (Change.Unverifiable).
 //
 // If a step fails (an error reply, a timeout, a dropped connection, ctx
 // cancelled), Apply restores the snapshot before returning an *ApplyError that

@@ -11,8 +11,10 @@
 // deployment" step safely: Plan shows current -> wanted per object and field with
 // the equivalent stalwart-cli commands; Apply writes a Snapshot file first, changes
 // things in dependency order, restores the snapshot if anything fails half way, and
-// changes nothing the second time; Rollback puts back exactly what the snapshot
-// holds and destroys only what apply created.
+// changes nothing the second time but for a relay secret (the server masks
+// secrets on reads, so one can be neither compared nor restored: see
+// Change.Unverifiable); Rollback puts back exactly what the snapshot holds and
+// destroys only what apply created.
 //
 // MailObserver, Client.QueueEvidence and Client.CheckPublicURL observe the server
 // side of a run: a probe in a test account's mailbox (Inbox or Junk), queue
