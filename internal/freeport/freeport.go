@@ -71,18 +71,13 @@ func Reserve(host string, udp bool) (*Reservation, error) {
 
 // TCP returns host:port for a TCP port on host that was free when picked and is
 // outside the range the kernel hands out on its own.
-func TCP(host string) (string, error) {
-	r, err := Reserve(host, false)
-	if err != nil {
-		return "", err
-	}
-	r.Release()
-	return r.Addr(), nil
-}
+func TCP(host string) (string, error) { return pick(host, false) }
 
 // TCPAndUDP is TCP for a port free for both protocols (a DNS server binds both).
-func TCPAndUDP(host string) (string, error) {
-	r, err := Reserve(host, true)
+func TCPAndUDP(host string) (string, error) { return pick(host, true) }
+
+func pick(host string, udp bool) (string, error) {
+	r, err := Reserve(host, udp)
 	if err != nil {
 		return "", err
 	}
