@@ -12,6 +12,7 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 
+	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/harness/hermetic"
 	"github.com/splitcheck/splitcheck/harness/stalwart"
 )
@@ -97,6 +98,50 @@ func TestContainerIntegration(t *testing.T) {
 	}
 	if ctr.LogTail() == "" {
 		t.Errorf("no container output captured (the stdout tracer should log)")
+	}
+	checkMaskedRelaySecret(ctx, t, mgmt)
+}
+
+// checkMaskedRelaySecret checks on the real server what the fake reproduces: a
+// relay's authSecret reads back as "****", so apply --verify passes with it
+// pending, and a second apply writes it again as an unverifiable change.
+func checkMaskedRelaySecret(ctx context.Context, t *testing.T, mgmt *stalwart.Client) {
+	const secret = "Integration-Relay-Secret-4417"
+	d := stalwart.Desired{
+		Domains: []string{"migrated.test"},
+		Relay: stalwart.Relay{Name: stalwart.RelayRouteName, Address: "source.migrated.test", Port: 2525, Protocol: "smtp",
+			AuthUsername: "relay-user", AuthSecret: config.NewSecret(secret)},
+		Route:           stalwart.SplitDeliveryRoute(stalwart.RelayRouteName),
+		DefaultHostname: "mx.migrated.test",
+	}
+	dir := t.TempDir()
+	res, err := mgmt.Apply(ctx, d, stalwart.ApplyOptions{SnapshotPath: dir + "/s1.json", Hermetic: true, Verify: true})
+	if err != nil {
+		t.Fatalf("apply with relay auth: %v", err)
+	}
+	if !strings.Contains(strings.Join(res.Pending, "\n"), "authSecret was written but cannot be read back") {
+		t.Errorf("apply --verify pending = %q; want the masked relay secret", res.Pending)
+	}
+	raw, err := mgmt.QueryGet(ctx, stalwart.ObjMtaRoute, map[string]any{"name": stalwart.RelayRouteName})
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("read the relay route: %d, %v", len(raw), err)
+	}
+	if got := string(raw[0]); !strings.Contains(got, `"secret":"****"`) || strings.Contains(got, secret) {
+		t.Errorf("relay route as read = %s; want the secret masked as ****", got)
+	}
+	p, err := mgmt.Plan(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Verifiable() != 0 || len(p.Changes) == 0 || !p.Changes[0].Unverifiable {
+		t.Errorf("plan after apply = %+v; want only the unverifiable relay secret", p.Changes)
+	}
+	snap, err := stalwart.ReadSnapshotFile(dir + "/s1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgmt.Rollback(ctx, snap, stalwart.RollbackOptions{Hermetic: true}); err != nil {
+		t.Errorf("rollback: %v", err)
 	}
 }
 
