@@ -2,15 +2,25 @@
 # Installs (as root) or checks what the tests need: Debian's postfix, dovecot, haproxy
 # and friends for the reference target and the benchmarks, Go modules, staticcheck.
 # Exits non-zero with a message naming what is missing when it cannot be had.
+#
+# SPLITCHECK_DEPS=always (set by .ci/run) installs everything even when it is present:
+# CI then walks the same path a new machine does, so a package or tool missing from
+# this list fails CI instead of hiding behind what an earlier session installed.
 set -euo pipefail
 
 PKGS=(postfix dovecot-imapd dovecot-lmtpd ssl-cert haproxy swaks libnet-ssleay-perl iproute2 procps)
 STATICCHECK_VERSION=v0.8.2
 
+ALWAYS=0
+[ "${SPLITCHECK_DEPS:-}" = always ] && ALWAYS=1
+
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+if [ "$ALWAYS" = 1 ] && [ "$(id -u)" -eq 0 ]; then
+	missing=("${PKGS[@]}")
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then
@@ -29,8 +39,11 @@ postfix postfix/mynetworks string 127.0.0.0/8 [::1]/128
 postfix postfix/protocols select ipv4
 PRESEED
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+	apt-get update -qq -o Acquire::Retries=3 || {
+		echo "deps: apt-get update failed" >&2
+		exit 1
+	}
+	apt-get install -y -qq -o Acquire::Retries=3 --no-install-recommends "${missing[@]}" >/dev/null || {
 		echo "deps: apt-get install ${missing[*]} failed" >&2
 		exit 1
 	}
@@ -45,7 +58,7 @@ fi
 
 go mod download
 GOBIN="$(go env GOPATH)/bin"
-if ! "$GOBIN/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+if [ "$ALWAYS" = 1 ] || ! "$GOBIN/staticcheck" -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
 	echo "deps: installing staticcheck $STATICCHECK_VERSION" >&2
 	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
