@@ -63,11 +63,16 @@ of its own with its own report.
 Local recipients need a mailbox to read: plan.local in the config, or the bulk.mailbox
 template (e.g. a Dovecot master user) for accounts it does not list.
 
+A copy of one of the run's probes that reaches its fake source or MX after that
+probe's verdict (delivered twice, the second time after timeouts.absence; or delivered
+after a refusal) fails the run, even when every recipient passed.
+
 Progress (count, rate, time left) goes to stderr. The report goes to stdout: a summary
 by route and only the mismatches in full; with --json one JSON object per recipient and
-a summary, streamed. --junit FILE writes JUnit XML with one testcase per recipient.
+a summary, streamed. --junit FILE writes JUnit XML with one testcase per recipient (and
+one for late copies, if any).
 
-Exit codes: 0 every recipient routed as expected, 1 a routing mismatch, 2 bad usage,
+Exit codes: 0 every recipient routed as expected, 1 a routing mismatch or a late copy, 2 bad usage,
 configuration or list rows, 3 the target or the environment unreachable (or rows that
 could not be judged, such as rate limits that never ended).`,
 		Example: `  splitcheck bulk --config examples/reftarget.yaml --list recipients.csv
@@ -317,6 +322,7 @@ func runBulk(cmd *cobra.Command, ios *ioStreams, opts *bulkOptions) error {
 		werr = bulk.WriteReport(ios.Out, res, ios.StdoutTTY)
 	}
 	if junit != nil {
+		junit.Late(res)
 		werr = errors.Join(werr, junit.Close(res.Elapsed))
 	}
 	if werr != nil {

@@ -76,7 +76,25 @@ func WriteReport(w io.Writer, res *Result, color bool) error {
 		fmt.Fprintf(&b, "strays: %d deliveries to recipients no probe was sent to (the target rewrote addresses?)\n", res.Strays)
 	}
 	if res.Late > 0 {
-		fmt.Fprintf(&b, "late copies: %d reached the fakes after their verdict (a second delivery slower than timeouts.absence?)\n", res.Late)
+		word := "FAIL"
+		if color {
+			word = "\x1b[1;31mFAIL\x1b[0m"
+		}
+		fmt.Fprintf(&b, "%s  late copies: %d of this run's probes reached the fakes after their verdict (delivered twice, "+
+			"the second time slower than timeouts.absence, or delivered after a refusal):\n", word, res.Late)
+		for _, ev := range res.LateEvidence {
+			fmt.Fprintf(&b, "  %s\n", cellText(ev))
+		}
+		if more := res.Late - len(res.LateEvidence); more > 0 {
+			fmt.Fprintf(&b, "  ... and %d more\n", more)
+		}
+	}
+	if res.LateLostReply > 0 {
+		fmt.Fprintf(&b, "copies after a lost DATA reply: %d (the target delivered messages whose reply never came; their rows were sent again)\n",
+			res.LateLostReply)
+	}
+	if res.Foreign > 0 {
+		fmt.Fprintf(&b, "foreign copies: %d probes of another run reached this run's fakes (ignored)\n", res.Foreign)
 	}
 	if res.Malformed > 0 {
 		fmt.Fprintf(&b, "malformed rows: %d (reported on stderr, not verified)\n", res.Malformed)
@@ -197,6 +215,9 @@ type SummaryRecord struct {
 	BatchLimit     int           `json:"batch_limit"`
 	Pipelined      bool          `json:"pipelined"`
 	Late           int           `json:"late_copies"`
+	LateEvidence   []string      `json:"late_copy_evidence,omitempty"`
+	LateLostReply  int           `json:"late_after_lost_reply"`
+	Foreign        int           `json:"foreign_copies"`
 	RatePerSecond  float64       `json:"rate_per_second"`
 }
 
@@ -234,7 +255,8 @@ func (j *JSONWriter) Close(res *Result) error {
 		SummaryRecord: report.NewSummaryRecord(res.Summary), Shard: res.Shard.String(), Malformed: res.Malformed,
 		Listed: len(res.Mismatches), RateLimited: res.RateLimited, RateLimitReply: res.RateLimitReply,
 		Temporary: res.Temporary, Retries: res.Retries, Transactions: res.Transactions, Connections: res.Connections,
-		BatchLimit: res.BatchLimit, Pipelined: res.Pipelined, Late: res.Late, Routes: []RouteRecord{},
+		BatchLimit: res.BatchLimit, Pipelined: res.Pipelined, Late: res.Late, LateEvidence: res.LateEvidence,
+		LateLostReply: res.LateLostReply, Foreign: res.Foreign, Routes: []RouteRecord{},
 	}
 	if res.Elapsed > 0 {
 		rec.RatePerSecond = float64(res.Summary.Total()) / res.Elapsed.Seconds()
@@ -279,6 +301,21 @@ func (j *JUnitWriter) Verdict(v Verdict) {
 func (j *JUnitWriter) Malformed(e *RowError) {
 	j.stream.AddError(report.JUnitError{Name: fmt.Sprintf("input %s line %d", e.Name, e.Line), Class: "input",
 		Type: "malformed", Message: e.Msg, Text: e.Text})
+}
+
+// Late adds a failed testcase when copies of the run's probes arrived after
+// their verdicts (Result.Late): every row may have passed, yet the run fails.
+func (j *JUnitWriter) Late(res *Result) {
+	if res.Late == 0 {
+		return
+	}
+	detail := strings.Join(res.LateEvidence, "\n")
+	if more := res.Late - len(res.LateEvidence); more > 0 {
+		detail += fmt.Sprintf("\nand %d more", more)
+	}
+	v := scenarios.Verdict{Check: scenarios.Check{Name: "late copies"}, Status: scenarios.StatusFail,
+		Detail: fmt.Sprintf("%d copies of this run's probes reached the fakes after their verdict:\n%s", res.Late, detail)}
+	j.stream.Add(v, report.JUnitClass("delivery"))
 }
 
 // Close writes the file (totals, then every testcase) and removes the

@@ -188,17 +188,25 @@ type Result struct {
 	// Strays counts recipients of probe messages that were not in the probe
 	// (the target rewrote an address, say).
 	Strays int
-	// Late counts copies that reached the run's own fakes after their
-	// transaction was judged (or that no transaction of the run sent).
-	Late    int
-	Elapsed time.Duration
+	// Late counts copies of this run's probes that reached its own fakes after
+	// their transaction was judged (a second delivery slower than
+	// timeouts.absence, or a delivery of a message the target refused): they
+	// fail the run (see Err). LateEvidence describes the first ones.
+	Late         int
+	LateEvidence []string
+	// LateLostReply counts copies of transactions whose DATA reply never came
+	// (their rows were sent again); Foreign counts copies of other runs' probes.
+	// Neither is evidence about this run's routing.
+	LateLostReply, Foreign int
+	Elapsed                time.Duration
 }
 
 // Err is the verdict of the whole run: a *scenarios.MismatchError when a row
-// failed (listing at most 20 of them), an error when rows could not be judged,
-// else nil. Malformed rows are the caller's business.
+// failed (listing at most 20 of them) or a copy of a probe arrived after its
+// verdict (Late), an error when rows could not be judged, else nil. Malformed
+// rows are the caller's business.
 func (res *Result) Err() error {
-	if res.Summary.Failed > 0 {
+	if res.Summary.Failed > 0 || res.Late > 0 {
 		var names []string
 		for _, v := range res.Mismatches {
 			if v.Status == scenarios.StatusFail && len(names) < 20 {
@@ -207,6 +215,10 @@ func (res *Result) Err() error {
 		}
 		if more := res.Summary.Failed - len(names); more > 0 {
 			names = append(names, fmt.Sprintf("and %d more", more))
+		}
+		names = append(names, res.LateEvidence...)
+		if more := res.Late - len(res.LateEvidence); more > 0 {
+			names = append(names, fmt.Sprintf("and %d more late copies", more))
 		}
 		return &scenarios.MismatchError{Failed: names}
 	}
@@ -264,6 +276,11 @@ type engine struct {
 	own      []*ownSink // the fakes this run started (see ownSink)
 	verdicts chan Verdict
 	pool     *imapPool
+
+	lateMu  sync.Mutex
+	lost    map[string]bool // transactions whose DATA reply never came
+	lateOwn []string        // evidence of the first copies of this run's probes after their verdict
+	lateN   struct{ own, lost, foreign int }
 
 	mu       sync.Mutex // guards the tallies below (reporter goroutine and Result)
 	routes   map[scenarios.Route]*RouteTally
@@ -403,8 +420,8 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 		e.subEP = e.submissionEndpoint()
 	}
 
-	startSink := func(addr string) (*fakesource.Server, *ownSink, error) {
-		own := newOwnSink(e.obs.arrived)
+	startSink := func(role, addr string) (*fakesource.Server, *ownSink, error) {
+		own := newOwnSink(e.obs.arrived, func(id string, m fakesource.Message) { e.unexpectedCopy(role+" "+addr, id, m) })
 		e.own = append(e.own, own)
 		s := fakesource.NewUnstartedServer()
 		s.OnMessage = own.record
@@ -421,7 +438,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 	}
 	e.source, e.sourceName = r.Source, "fake source"
 	if e.source == nil {
-		s, own, err := startSink(cfg.Fakes.Source)
+		s, own, err := startSink("fake source", cfg.Fakes.Source)
 		if err != nil {
 			return fail(fmt.Errorf("start fake source: %w", err))
 		}
@@ -429,7 +446,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 	}
 	e.mx, e.mxName = r.MX, "fake MX"
 	if e.mx == nil && cfg.Fakes.MX != "" && e.subEP != nil {
-		s, own, err := startSink(cfg.Fakes.MX)
+		s, own, err := startSink("fake MX", cfg.Fakes.MX)
 		if err != nil {
 			return fail(fmt.Errorf("start fake MX: %w", err))
 		}
@@ -795,9 +812,12 @@ func (e *engine) result() *Result {
 		Temporary: int(c.temporary.Load()), Retries: int(c.retries.Load()),
 		Transactions: int(c.transactions.Load()), Connections: int(c.connections.Load()),
 		BatchLimit: int(e.limit.Load()), Pipelined: e.pipelined.Load(), Strays: int(c.strays.Load()),
-		Late:    e.late(),
 		Elapsed: time.Since(e.r.start),
 	}
+	e.lateMu.Lock()
+	res.Late, res.LateLostReply, res.Foreign = e.lateN.own, e.lateN.lost, e.lateN.foreign
+	res.LateEvidence = slices.Clone(e.lateOwn)
+	e.lateMu.Unlock()
 	res.Summary.Elapsed, res.Summary.RunID, res.Summary.Started = res.Elapsed, e.runID, e.r.start
 	for _, route := range []scenarios.Route{scenarios.RouteLocal, scenarios.RouteSource, scenarios.RouteMX, scenarios.RouteReject} {
 		if t := e.routes[route]; t != nil {
@@ -808,12 +828,43 @@ func (e *engine) result() *Result {
 	return res
 }
 
-func (e *engine) late() int {
-	n := 0
-	for _, s := range e.own {
-		n += int(s.late.Load())
+// maxLateEvidence bounds the late copies described in full.
+const maxLateEvidence = 20
+
+// markLost records that transaction id's DATA reply never came: the target may
+// have delivered it anyway, and its rows are sent again, so a copy of it arriving
+// later is not a second delivery.
+func (e *engine) markLost(id string) {
+	e.lateMu.Lock()
+	if e.lost == nil {
+		e.lost = map[string]bool{}
 	}
-	return n
+	e.lost[id] = true
+	e.lateMu.Unlock()
+}
+
+// unexpectedCopy sorts a copy that reached the run's fake sink after its
+// transaction was judged: one of this run's probes delivered again (or after
+// the target refused it) is evidence against the verdicts; a copy whose DATA
+// reply was lost, or of another run's probe, is not.
+func (e *engine) unexpectedCopy(sink, id string, m fakesource.Message) {
+	e.lateMu.Lock()
+	defer e.lateMu.Unlock()
+	switch {
+	case !strings.HasPrefix(id, e.runID+"."):
+		e.lateN.foreign++
+	case e.lost[id]:
+		e.lateN.lost++
+	default:
+		e.lateN.own++
+		if len(e.lateOwn) < maxLateEvidence {
+			rcpts := make([]string, len(m.Rcpts))
+			for i, r := range m.Rcpts {
+				rcpts[i] = r.Addr
+			}
+			e.lateOwn = append(e.lateOwn, fmt.Sprintf("probe %s for %s reached the %s after its verdict", id, strings.Join(rcpts, ", "), sink))
+		}
+	}
 }
 
 // lowerLimit lowers the learned recipients-per-transaction limit to n.

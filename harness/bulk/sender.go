@@ -253,7 +253,9 @@ func (w *worker) send(ctx context.Context, b *batch, part []*rowState) (again, l
 	}
 	switch o := classify(res.Data); {
 	case res.Data.Code == 0:
-		// DATA not answered: the connection ended. Send them again.
+		// DATA not answered: the connection ended. Send them again; a copy of
+		// this one may still arrive.
+		e.markLost(id)
 		later = append(later, accepted...)
 	case o == outcomeOK:
 		e.r.c.sent.Add(int64(len(accepted)))

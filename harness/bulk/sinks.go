@@ -14,18 +14,20 @@ import (
 // envelope and the Received fields. So the run keeps a compact copy of each
 // message, by probe id, and only while the transaction is waiting: an id is
 // expected before its message is sent and forgotten once judged. A copy for an
-// id not expected (already judged, or not from this run) is counted as late and
-// dropped. Memory is then bounded by the transactions in flight.
+// id not expected (already judged, or not from this run) is counted as late,
+// handed to unexpected (which tells a second delivery from noise) and dropped.
+// Memory is then bounded by the transactions in flight.
 type ownSink struct {
-	arrived func(id string) // hurries the observer
+	arrived    func(id string)                       // hurries the observer
+	unexpected func(id string, m fakesource.Message) // a copy nobody waits for; may be nil
 
 	mu   sync.Mutex
 	byID map[string][]fakesource.Message
 	late atomic.Int64
 }
 
-func newOwnSink(arrived func(string)) *ownSink {
-	return &ownSink{arrived: arrived, byID: map[string][]fakesource.Message{}}
+func newOwnSink(arrived func(string), unexpected func(string, fakesource.Message)) *ownSink {
+	return &ownSink{arrived: arrived, unexpected: unexpected, byID: map[string][]fakesource.Message{}}
 }
 
 // ByIndex returns the copies recorded for id.
@@ -69,6 +71,9 @@ func (s *ownSink) record(m fakesource.Message) {
 		s.mu.Unlock()
 		if !ok {
 			s.late.Add(1)
+			if s.unexpected != nil {
+				s.unexpected(id, c)
+			}
 			continue
 		}
 		s.arrived(id)

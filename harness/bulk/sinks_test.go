@@ -1,6 +1,7 @@
 package bulk
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/splitcheck/splitcheck/fakesource"
@@ -8,7 +9,9 @@ import (
 
 func TestOwnSink(t *testing.T) {
 	var hurried []string
-	s := newOwnSink(func(id string) { hurried = append(hurried, id) })
+	var unexpected []string
+	s := newOwnSink(func(id string) { hurried = append(hurried, id) },
+		func(id string, m fakesource.Message) { unexpected = append(unexpected, id+" "+m.Rcpts[0].Addr) })
 	msg := func(id string, rcpts ...string) fakesource.Message {
 		m := fakesource.Message{Header: []byte(ProbeHeader + ": " + id + "\r\nSubject: x\r\n"), Replies: make([]fakesource.Reply, 200)}
 		for _, r := range rcpts {
@@ -33,5 +36,8 @@ func TestOwnSink(t *testing.T) {
 	s.record(msg("run.1", "a@example.org"))
 	if n := len(s.ByIndex("run.1")); n != 0 || s.late.Load() != 2 || len(s.byID) != 0 {
 		t.Errorf("after forget: %d copies, late %d, %d ids kept; want 0, 2, 0", n, s.late.Load(), len(s.byID))
+	}
+	if want := []string{"run.2 c@example.org", "run.1 a@example.org"}; !slices.Equal(unexpected, want) {
+		t.Errorf("unexpected copies handed on = %q; want %q", unexpected, want)
 	}
 }
