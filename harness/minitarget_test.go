@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,15 @@ import (
 type miniTarget struct {
 	domain   string
 	accounts []string // addresses; the password of each is "pw-" + address
-	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred", "sender-refused"
+	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred", "sender-refused", "late-duplicate"
+
+	// late-duplicate: every source delivery is made a second time once
+	// lateGate is closed (by the test, when the first copies' checks passed);
+	// dave's local delivery waits until lateWant second copies are in
+	// (lateDone), so the run is still going when they arrive.
+	lateGate, lateDone chan struct{}
+	lateWant           int32
+	lateSent           atomic.Int32
 
 	// Where the target delivers, chosen before the harness binds them.
 	source, dns string
@@ -57,6 +66,7 @@ func startMini(t *testing.T, mutation string) *miniTarget {
 		accounts: []string{"alice@example.org", "dave@example.org"},
 		mutation: mutation,
 		source:   freeTCP(t), dns: freeUDP(t),
+		lateGate: make(chan struct{}), lateDone: make(chan struct{}),
 		users: map[string]*imapmemserver.User{},
 	}
 	_, m.mxPort, _ = net.SplitHostPort(freeTCP(t))
@@ -288,6 +298,16 @@ func (s *miniSession) Data(r io.Reader) error {
 		switch s.route(rc) {
 		case scenarios.RouteLocal:
 			u := m.users[scenarios.Canonical(rc)]
+			if m.mutation == "late-duplicate" && scenarios.Canonical(rc) == "dave@example.org" {
+				m.serve(func() {
+					select {
+					case <-m.lateDone:
+					case <-time.After(10 * time.Second):
+					}
+					_, _ = u.Append("INBOX", bytes.NewReader(msg), &imap.AppendOptions{})
+				})
+				continue
+			}
 			copies := 1
 			if m.mutation == "duplicate-local" {
 				copies = 2
@@ -322,6 +342,20 @@ func (s *miniSession) Logout() error { return nil }
 func (m *miniTarget) deliver(addr, from, rcpt string, msg []byte) {
 	if m.mutation == "proxy-to-source" {
 		m.serve(func() { _ = relayWithProxyHeader(addr, from, rcpt, msg) })
+		return
+	}
+	if m.mutation == "late-duplicate" {
+		m.serve(func() {
+			_ = relay(addr, from, rcpt, msg)
+			select {
+			case <-m.lateGate:
+			case <-time.After(10 * time.Second):
+			}
+			_ = relay(addr, from, rcpt, msg)
+			if m.lateSent.Add(1) == m.lateWant {
+				close(m.lateDone)
+			}
+		})
 		return
 	}
 	m.serve(func() { _ = relay(addr, from, rcpt, msg) })

@@ -45,6 +45,9 @@ func (r *run) runProbe(ctx context.Context, idx int, p scenarios.Probe) {
 	}
 	log.Debug("probe sent", "rejected", len(s.rejects), "reply", s.accepted)
 	for _, i := range active {
+		r.mu.Lock()
+		r.probeIDs[i] = id
+		r.mu.Unlock()
 		r.emit(i, StageSent, "")
 	}
 

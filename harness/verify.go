@@ -45,7 +45,9 @@ type VerifyOptions struct {
 	// Logger receives the run's log records; nil is silent.
 	Logger *slog.Logger
 	// Progress, when set, is called as checks move (StageSent, StageWaiting,
-	// StageJudged). Calls are serialized; it must not block for long.
+	// StageJudged). Calls are serialized; it must not block for long. A check
+	// that passed is judged again, failed, when a late copy of its probe turns
+	// up at a fake sink once every probe is judged.
 	Progress func(ProgressEvent)
 	// Now is the clock for Started, Date headers and probe ids; default time.Now.
 	// Durations are always measured with the monotonic clock.
@@ -208,6 +210,7 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 
 	r.verdicts = make([]scenarios.Verdict, len(r.checks))
 	r.judged = make([]bool, len(r.checks))
+	r.probeIDs = make([]string, len(r.checks))
 	r.start = mono
 	var wg sync.WaitGroup
 	var relay []scenarios.Probe
@@ -223,6 +226,7 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 		}()
 	}
 	wg.Wait()
+	r.recheckLate(ctx)
 	for _, p := range relay {
 		r.runRelay(ctx, p)
 	}
@@ -312,6 +316,7 @@ type run struct {
 	mu       sync.Mutex
 	verdicts []scenarios.Verdict
 	judged   []bool
+	probeIDs []string // the id of the message each check's probe sent ("" if none)
 	done     int
 	real     int // verdicts judged from observations (not skips, not cancellations)
 }
@@ -402,6 +407,55 @@ func (r *run) emit(i int, stage string, status scenarios.Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.opt.Progress(ProgressEvent{Check: r.checks[i].Name, Stage: stage, Status: status, Done: r.done, Total: len(r.checks)})
+}
+
+// recheckLate looks at the fake sinks once more when every probe is judged: a
+// copy that reached one after its check had passed (a second delivery slower
+// than timeouts.absence, while other checks were still waiting) turns that pass
+// into a failure. Mailboxes and the caller's observers are not asked again: they
+// are slow, or claim what they report.
+func (r *run) recheckLate(ctx context.Context) {
+	for i := range r.checks {
+		r.mu.Lock()
+		v, id := r.verdicts[i], r.probeIDs[i]
+		r.mu.Unlock()
+		c := v.Check
+		if v.Status != scenarios.StatusPass || id == "" || (c.Kind != scenarios.KindRoute && c.Kind != scenarios.KindPlain) {
+			continue
+		}
+		var late []scenarios.Observation
+		for _, p := range r.places {
+			so, ok := p.obs.(*sinkObserver)
+			if !ok {
+				continue
+			}
+			now, err := so.Observe(ctx, id, c.Recipient)
+			if err != nil {
+				continue // a sink in memory does not fail; nothing new is known
+			}
+			before := 0
+			for _, o := range v.Observed {
+				if o.Place == p.route {
+					before++
+				}
+			}
+			if len(now) > before {
+				late = append(late, now[before:]...)
+			}
+		}
+		if len(late) == 0 {
+			continue
+		}
+		nv := scenarios.Judge(c, append(slices.Clone(v.Observed), late...), v.Elapsed)
+		nv.Detail += fmt.Sprintf("; %d of them arrived after the check had passed (a second delivery slower than timeouts.absence)", len(late))
+		r.log.Warn("a copy arrived after its check passed", "scenario", c.Name, "rcpt", c.Recipient, "copies", len(late))
+		r.mu.Lock()
+		r.verdicts[i] = nv
+		if r.opt.Progress != nil {
+			r.opt.Progress(ProgressEvent{Check: c.Name, Stage: StageJudged, Status: nv.Status, Done: r.done, Total: len(r.checks)})
+		}
+		r.mu.Unlock()
+	}
 }
 
 // record stores check i's verdict once and reports it.

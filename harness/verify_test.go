@@ -436,3 +436,49 @@ func TestVerifyCancelledMidRun(t *testing.T) {
 		t.Errorf("Mismatch() = nil; want the unjudged checks listed")
 	}
 }
+
+// TestVerifyLateDuplicateFails: the target delivers each unmigrated message to
+// the source twice, the second time only after the first copy's check passed,
+// while the run is still going (dave's local delivery waits for the second
+// copies). Those passes must turn into failures naming the late copy; every
+// other check still passes.
+func TestVerifyLateDuplicateFails(t *testing.T) {
+	m := startMini(t, "late-duplicate")
+	sourceChecks := map[string]bool{"route/unmigrated/bob@example.org": true, "mixed/bob@example.org": true}
+	m.lateWant = int32(len(sourceChecks))
+	var mu sync.Mutex
+	passed := map[string]bool{}
+	res := verify(t, m.config(t), harness.VerifyOptions{Progress: func(e harness.ProgressEvent) {
+		if e.Stage != harness.StageJudged || !sourceChecks[e.Check] {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Status == scenarios.StatusPass && !passed[e.Check] {
+			passed[e.Check] = true
+			if len(passed) == len(sourceChecks) {
+				close(m.lateGate) // both first copies judged: now the second copies
+			}
+		}
+	}})
+	mu.Lock()
+	firstPassed := len(passed)
+	mu.Unlock()
+	if firstPassed != len(sourceChecks) {
+		t.Fatalf("%d of the source checks passed on the first copy; want %d (the mutation depends on it)", firstPassed, len(sourceChecks))
+	}
+	re := regexp.MustCompile(`^want source exactly once, seen 2 times: source \(fake source .*\); source \(fake source .*\); ` +
+		`1 of them arrived after the check had passed \(a second delivery slower than timeouts\.absence\)$`)
+	for _, v := range res.Verdicts {
+		switch {
+		case sourceChecks[v.Check.Name] && (v.Status != scenarios.StatusFail || !re.MatchString(v.Detail)):
+			t.Errorf("%s: %s %q; want fail matching %s", v.Check.Name, v.Status, v.Detail, re)
+		case !sourceChecks[v.Check.Name] && v.Status != scenarios.StatusPass:
+			t.Errorf("%s: %s (%s); want pass", v.Check.Name, v.Status, v.Detail)
+		}
+	}
+	var mm *scenarios.MismatchError
+	if err := res.Mismatch(); !errors.As(err, &mm) || len(mm.Failed) != len(sourceChecks) {
+		t.Errorf("Mismatch() = %v; want the %d source checks", err, len(sourceChecks))
+	}
+}
