@@ -36,10 +36,11 @@ type miniTarget struct {
 	accounts []string // addresses; the password of each is "pw-" + address
 	mutation string   // "", "local-relayed", "open-relay", "proxy-ignored", "drop-external", "duplicate-local", "proxy-to-source", "relay-deferred", "sender-refused", "late-duplicate"
 
-	// late-duplicate: every source delivery is made a second time once
-	// lateGate is closed (by the test, when the first copies' checks passed);
-	// dave's local delivery waits until lateWant second copies are in
-	// (lateDone), so the run is still going when they arrive.
+	// late-duplicate: every source delivery, and every local delivery of a
+	// message to alice@example.org alone, is made a second time once lateGate is
+	// closed (by the test, when the first copies' checks passed); dave's local
+	// delivery waits until lateWant second copies are in (lateDone), so the run
+	// is still going when they arrive.
 	lateGate, lateDone chan struct{}
 	lateWant           int32
 	lateSent           atomic.Int32
@@ -308,6 +309,16 @@ func (s *miniSession) Data(r io.Reader) error {
 				})
 				continue
 			}
+			if m.mutation == "late-duplicate" && len(s.rcpts) == 1 && rc == "alice@example.org" {
+				m.serve(func() {
+					select {
+					case <-m.lateGate:
+					case <-time.After(10 * time.Second):
+					}
+					_, _ = u.Append("INBOX", bytes.NewReader(msg), &imap.AppendOptions{})
+					m.lateCopyIn()
+				})
+			}
 			copies := 1
 			if m.mutation == "duplicate-local" {
 				copies = 2
@@ -352,13 +363,18 @@ func (m *miniTarget) deliver(addr, from, rcpt string, msg []byte) {
 			case <-time.After(10 * time.Second):
 			}
 			_ = relay(addr, from, rcpt, msg)
-			if m.lateSent.Add(1) == m.lateWant {
-				close(m.lateDone)
-			}
+			m.lateCopyIn()
 		})
 		return
 	}
 	m.serve(func() { _ = relay(addr, from, rcpt, msg) })
+}
+
+// lateCopyIn counts a second copy delivered; the last one lets dave's through.
+func (m *miniTarget) lateCopyIn() {
+	if m.lateSent.Add(1) == m.lateWant {
+		close(m.lateDone)
+	}
 }
 
 // relayWithProxyHeader relays msg as a server with a misconfigured outbound side

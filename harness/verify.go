@@ -409,11 +409,11 @@ func (r *run) emit(i int, stage string, status scenarios.Status) {
 	r.opt.Progress(ProgressEvent{Check: r.checks[i].Name, Stage: stage, Status: status, Done: r.done, Total: len(r.checks)})
 }
 
-// recheckLate looks at the fake sinks once more when every probe is judged: a
-// copy that reached one after its check had passed (a second delivery slower
-// than timeouts.absence, while other checks were still waiting) turns that pass
-// into a failure. Mailboxes and the caller's observers are not asked again: they
-// are slow, or claim what they report.
+// recheckLate looks at the fake sinks and the IMAP mailboxes once more when
+// every probe is judged: a copy that arrived after its check had passed (a
+// second delivery slower than timeouts.absence, while other checks were still
+// waiting) turns that pass into a failure. The caller's observers are not asked
+// again: they may claim what they report (the Stalwart queue does).
 func (r *run) recheckLate(ctx context.Context) {
 	for i := range r.checks {
 		r.mu.Lock()
@@ -425,13 +425,16 @@ func (r *run) recheckLate(ctx context.Context) {
 		}
 		var late []scenarios.Observation
 		for _, p := range r.places {
-			so, ok := p.obs.(*sinkObserver)
-			if !ok {
+			if _, sink := p.obs.(*sinkObserver); !sink && (r.env.imap == nil || p.obs != Observer(r.env.imap)) {
 				continue
 			}
-			now, err := so.Observe(ctx, id, c.Recipient)
+			sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeouts.Connect)
+			now, err := p.obs.Observe(sctx, id, c.Recipient)
+			cancel()
 			if err != nil {
-				continue // a sink in memory does not fail; nothing new is known
+				// Nothing new is known; the check was judged on what was seen.
+				r.log.Warn("could not look again for late copies", "scenario", c.Name, "place", p.route, "err", err)
+				continue
 			}
 			before := 0
 			for _, o := range v.Observed {
