@@ -47,7 +47,7 @@ type VerifyOptions struct {
 	// Progress, when set, is called as checks move (StageSent, StageWaiting,
 	// StageJudged). Calls are serialized; it must not block for long. A check
 	// that passed is judged again, failed, when a late copy of its probe turns
-	// up at a fake sink once every probe is judged.
+	// up at a fake sink or in a mailbox once every probe is judged.
 	Progress func(ProgressEvent)
 	// Now is the clock for Started, Date headers and probe ids; default time.Now.
 	// Durations are always measured with the monotonic clock.
@@ -415,6 +415,9 @@ func (r *run) emit(i int, stage string, status scenarios.Status) {
 // waiting) turns that pass into a failure. The caller's observers are not asked
 // again: they may claim what they report (the Stalwart queue does).
 func (r *run) recheckLate(ctx context.Context) {
+	if ctx.Err() != nil {
+		return // the run ended: there is no time to look, and the verdicts say so
+	}
 	for i := range r.checks {
 		r.mu.Lock()
 		v, id := r.verdicts[i], r.probeIDs[i]
