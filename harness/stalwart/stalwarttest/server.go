@@ -17,7 +17,8 @@
 // defaultDomainId, ids use Stalwart's base32 alphabet, unparseable ids are silently
 // dropped, networks read back normalised (203.0.113.10/32 as 203.0.113.10), route
 // expressions are compiled (unquoted unknown words fail), weak passwords are
-// refused, and a bad login is a 401 with a problem+json body.
+// refused, every secret reads back as "****" (MaskedSecret) while the real one is
+// kept, and a bad login is a 401 with a problem+json body.
 //
 // Faults (an error reply, HTTP 500, a reply held past the client's timeout, a
 // dropped connection) can be injected per request or per method.
