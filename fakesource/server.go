@@ -319,9 +319,6 @@ func (s *Server) defaults() {
 func (s *Server) closing() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done == nil {
-		return nil
-	}
 	return s.done
 }
 
@@ -692,7 +689,7 @@ func (c *recConn) firstBytes() ([]byte, bool) {
 func (c *recConn) replies() ([]Reply, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.tr.snapshot(), c.tr.pending()
+	return c.tr.window(), c.tr.pending()
 }
 
 // predict records r as the reply about to be written (see

@@ -80,12 +80,18 @@ func (t *transcript) input(p []byte) {
 	t.feed(p)
 }
 
-func (t *transcript) appendHold(p []byte) {
-	room := maxHold - len(t.hold)
-	if len(p) > room {
+func (t *transcript) appendHold(p []byte) { t.hold = appendMax(t.hold, p, maxHold, 0) }
+
+// appendMax appends to dst as much of p as keeps it within limit bytes,
+// allocating initCap first when dst is nil and initCap > 0.
+func appendMax(dst, p []byte, limit, initCap int) []byte {
+	if dst == nil && initCap > 0 {
+		dst = make([]byte, 0, initCap)
+	}
+	if room := limit - len(dst); len(p) > room {
 		p = p[:room]
 	}
-	t.hold = append(t.hold, p...)
+	return append(dst, p...)
 }
 
 func (t *transcript) feed(p []byte) {
@@ -128,16 +134,7 @@ const (
 	initLine    = 256
 )
 
-func (t *transcript) appendLine(p []byte) {
-	if t.line == nil {
-		t.line = make([]byte, 0, initLine)
-	}
-	room := maxCmdLine - len(t.line)
-	if len(p) > room {
-		p = p[:room]
-	}
-	t.line = append(t.line, p...)
-}
+func (t *transcript) appendLine(p []byte) { t.line = appendMax(t.line, p, maxCmdLine, initLine) }
 
 // scanData consumes DATA body bytes and returns what follows the end marker.
 func (t *transcript) scanData(p []byte) []byte {
@@ -301,7 +298,7 @@ func upperVerb(b []byte) string {
 func commandVerb(line string) (verb, arg string) {
 	line = strings.TrimRight(line, "\r\n")
 	switch {
-	case hasUpperPrefix(line, "STARTTLS"):
+	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"): // a cold path: hot lines go through commandVerbBytes
 		return "STARTTLS", ""
 	case len(line) == 4:
 		return strings.ToUpper(line), ""
@@ -309,17 +306,6 @@ func commandVerb(line string) (verb, arg string) {
 		return "", ""
 	}
 	return strings.ToUpper(line[:4]), strings.TrimSpace(line[5:])
-}
-
-// hasUpperPrefix is strings.HasPrefix(strings.ToUpper(line), prefix) for an
-// upper-case ASCII prefix, without allocating when line is ASCII.
-func hasUpperPrefix(line, prefix string) bool {
-	for i := 0; i < len(line); i++ {
-		if line[i] >= utf8.RuneSelf {
-			return strings.HasPrefix(strings.ToUpper(line), prefix)
-		}
-	}
-	return len(line) >= len(prefix) && strings.EqualFold(line[:len(prefix)], prefix)
 }
 
 // bdatSize mirrors go-smtp's handleBdat: it returns the chunk size that
@@ -348,16 +334,7 @@ func (t *transcript) output(p []byte) {
 	}
 }
 
-func (t *transcript) appendOut(p []byte) {
-	if t.out == nil {
-		t.out = make([]byte, 0, initLine)
-	}
-	room := maxReplyLine - len(t.out)
-	if len(p) > room {
-		p = p[:room]
-	}
-	t.out = append(t.out, p...)
-}
+func (t *transcript) appendOut(p []byte) { t.out = appendMax(t.out, p, maxReplyLine, initLine) }
 
 func (t *transcript) replyLine(line string) {
 	if len(line) < 3 {
@@ -496,20 +473,12 @@ func (t *transcript) window() []Reply {
 	return t.replies[max(0, n-maxReplies):n:n]
 }
 
-// snapshot returns the replies so far (the latest maxReplies), read-only.
-func (t *transcript) snapshot() []Reply {
-	return t.window()
-}
-
 // predict records r as the reply about to answer the pending command and
 // returns the window that ends with it, read-only. When the reply is
 // written, reply confirms the prediction or, if it differs, replaces it
 // in the transcript (not in the returned window).
 func (t *transcript) predict(r Reply) []Reply {
-	if t.predicted {
-		// An unconfirmed earlier prediction (its write failed): keep it.
-		t.predicted = false
-	}
+	// An unconfirmed earlier prediction (its write failed) stays as it is.
 	if r.Command == "" && len(t.queue) > 0 {
 		r.Command = t.queue[0]
 	}

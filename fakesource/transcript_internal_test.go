@@ -67,7 +67,7 @@ func TestTranscriptWindow(t *testing.T) {
 		tr.input([]byte("NOOP\r\n"))
 		tr.output(fmt.Appendf(nil, "250 reply %d\r\n", i))
 		all = append(all, Reply{Command: "NOOP", Code: 250, Text: fmt.Sprintf("reply %d", i)})
-		windows = append(windows, tr.snapshot())
+		windows = append(windows, tr.window())
 		if len(tr.replies) > replyArray || cap(tr.replies) > replyArray {
 			t.Fatalf("after %d replies: len %d, cap %d; want both <= %d", i+2, len(tr.replies), cap(tr.replies), replyArray)
 		}
