@@ -156,5 +156,5 @@ func runHermetic(ctx context.Context, ios *ioStreams, opts hermeticOptions) erro
 	if err != nil {
 		return err // environment: exit 3 (2 for a configuration error)
 	}
-	return mismatch // nil, or exit 1 (failed checks and checks that could not be judged)
+	return verdictsErr("run --hermetic", "", summary, verdicts)
 }

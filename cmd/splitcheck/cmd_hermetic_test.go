@@ -64,6 +64,7 @@ func readHermeticJUnit(t *testing.T, path string) map[string]string {
 				Error   *struct {
 					Message string `xml:"message,attr"`
 				} `xml:"error"`
+				Skipped *struct{} `xml:"skipped"`
 			} `xml:"testcase"`
 		} `xml:"testsuite"`
 	}
@@ -78,6 +79,8 @@ func readHermeticJUnit(t *testing.T, path string) map[string]string {
 				out[c.Name] = "failure"
 			case c.Error != nil:
 				out[c.Name] = "error: " + c.Error.Message
+			case c.Skipped != nil:
+				out[c.Name] = "skipped"
 			default:
 				out[c.Name] = "pass"
 			}
@@ -93,6 +96,7 @@ func TestRunHermeticExitCodes(t *testing.T) {
 		res       *hermetic.Result
 		err       error
 		code      int
+		errText   string
 		stdout    []string
 		stderr    []string
 		notStderr []string
@@ -105,6 +109,13 @@ func TestRunHermeticExitCodes(t *testing.T) {
 			code: exitMismatch, stdout: []string{"FAIL", "bob@migrated.test"},
 			stderr: []string{"last lines of Stalwart's output", "listening on [::]:25", "proxy-relay"},
 			junit:  map[string]string{"route/unmigrated/bob@migrated.test": "failure"}},
+		// As verify and run: checks that could not be judged, none failed, are the
+		// environment; a run whose every check was skipped verified nothing.
+		{name: "errors only", res: hermeticResult(hermeticVerdict("route/local/alice@migrated.test", scenarios.StatusError, "imap: login refused")),
+			code: exitEnv, stdout: []string{"ERROR", "route/local/alice@migrated.test"},
+			junit: map[string]string{"route/local/alice@migrated.test": "error: imap: login refused"}},
+		{name: "all skipped", res: hermeticResult(hermeticVerdict("plain", scenarios.StatusSkip, "no plain listener")),
+			code: exitUsage, errText: "nothing was verified: all 1 check(s) were skipped", junit: map[string]string{"plain": "skipped"}},
 		{name: "no docker", res: &hermetic.Result{}, err: noDocker, code: exitEnv,
 			notStderr: []string{"Stalwart's output"},
 			junit:     map[string]string{"hermetic": "error: hermetic: no Docker engine reachable (DOCKER_HOST is not set; no socket at /var/run/docker.sock); hermetic mode needs a running Docker engine on this machine: start one, or point DOCKER_HOST at it"}},
@@ -122,6 +133,9 @@ func TestRunHermeticExitCodes(t *testing.T) {
 			}
 			if tt.err != nil && !errors.Is(err, tt.err) {
 				t.Errorf("error = %v; want it to wrap %v", err, tt.err)
+			}
+			if tt.errText != "" && (err == nil || !strings.Contains(err.Error(), tt.errText)) {
+				t.Errorf("error = %v; want it to say %q", err, tt.errText)
 			}
 			for _, w := range tt.stdout {
 				if !strings.Contains(out.String(), w) {

@@ -590,13 +590,7 @@ func (r *runState) finish() error {
 	if err != nil {
 		return err // usage or configuration (2), environment (3)
 	}
-	if summary.Failed == 0 && summary.Errors > 0 {
-		return fmt.Errorf("run: %d check(s) could not be judged (see the report)", summary.Errors)
-	}
-	if err := nothingVerified(r.opts.configPath, summary); err != nil {
-		return err
-	}
-	return (&harness.Result{Verdicts: r.verdicts}).Mismatch() // nil, or exit 1
+	return verdictsErr("run", r.opts.configPath, summary, r.verdicts)
 }
 
 func (r *runState) printJSON(summary report.Summary) error {

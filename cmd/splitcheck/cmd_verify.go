@@ -153,15 +153,7 @@ func runVerify(cmd *cobra.Command, ios *ioStreams, opts *verifyOptions) error {
 	if err != nil {
 		return err // environment: exit 3
 	}
-	if summary.Failed == 0 && summary.Errors > 0 {
-		// Nothing was seen going to the wrong place, but some checks could not be
-		// judged: the environment, not the routing, is broken (exit 3).
-		return fmt.Errorf("verify: %d check(s) could not be judged (see the report)", summary.Errors)
-	}
-	if err := nothingVerified(opts.configPath, summary); err != nil {
-		return err
-	}
-	return res.Mismatch() // nil, or exit 1
+	return verdictsErr("verify", opts.configPath, summary, verdicts)
 }
 
 func printReport(ios *ioStreams, opts *verifyOptions, verdicts []scenarios.Verdict, summary report.Summary) error {

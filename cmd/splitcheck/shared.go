@@ -112,11 +112,17 @@ func termWidth(ios *ioStreams) int {
 	return writerWidth(ios.ErrOut)
 }
 
-// nothingVerified is the error for a run whose every check was skipped: exit 0 would
-// claim a pass that nothing earned, so it is a configuration error (exit 2).
-func nothingVerified(cfgPath string, s report.Summary) error {
-	if s.Passed > 0 || s.Failed > 0 || s.Errors > 0 {
-		return nil
+// verdictsErr is the outcome of a run's verdicts, the same for verify, run and
+// run --hermetic: a failed check is a mismatch (exit 1); checks that could not be
+// judged, with none failed, are the environment (exit 3); a run whose every check
+// was skipped verified nothing, and exit 0 would claim a pass nothing earned, so it
+// is a configuration error (exit 2).
+func verdictsErr(command, cfgPath string, s report.Summary, verdicts []scenarios.Verdict) error {
+	switch {
+	case s.Failed == 0 && s.Errors > 0:
+		return fmt.Errorf("%s: %d check(s) could not be judged (see the report)", command, s.Errors)
+	case s.Passed == 0 && s.Failed == 0 && s.Errors == 0:
+		return &config.Error{File: cfgPath, Msg: fmt.Sprintf("nothing was verified: all %d check(s) were skipped", s.Skipped)}
 	}
-	return &config.Error{File: cfgPath, Msg: fmt.Sprintf("nothing was verified: all %d check(s) were skipped", s.Skipped)}
+	return (&harness.Result{Verdicts: verdicts}).Mismatch() // nil, or exit 1
 }
