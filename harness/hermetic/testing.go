@@ -74,6 +74,8 @@ func runT(t testing.TB, opts Options, required bool) *Result {
 	require.NoError(t, err, "hermetic run failed\n%s", Report(res))
 	// Mismatch covers failed checks and checks that could not be judged.
 	require.NoError(t, res.Mismatch(), "hermetic checks failed\n%s", Report(res))
+	// A run whose every check was skipped proved nothing: never a pass.
+	require.Positive(t, report.Summarize(res.Verify.Verdicts).Passed, "hermetic run verified nothing: every check was skipped\n%s", Report(res))
 	return res
 }
 

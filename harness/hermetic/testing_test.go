@@ -125,6 +125,8 @@ func TestRunT(t *testing.T) {
 		{name: "mismatch fails with the report", verdicts: failing, fail: true,
 			want: []string{"hermetic checks failed", "want source, got local", "bob@migrated.test", "last lines of Stalwart's output", "stalwart: server started"}},
 		{name: "unjudged check fails", verdicts: errored, fail: true, want: []string{"hermetic checks failed", "received/x: no Received header"}},
+		{name: "all skipped fails", verdicts: []scenarios.Verdict{{Check: scenarios.Check{Name: "plain"}, Status: scenarios.StatusSkip, Detail: "no plain listener"}},
+			fail: true, want: []string{"verified nothing: every check was skipped"}},
 		{name: "environment failure fails with the logs", verdicts: passing(), failStep: "restart", fail: true,
 			want: []string{"hermetic run failed", "restart: injected failure", "The checks did not run", "proxy-relay listening"}},
 	} {
