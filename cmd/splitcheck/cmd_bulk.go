@@ -73,7 +73,7 @@ a summary, streamed. --junit FILE writes JUnit XML with one testcase per recipie
 one for late copies, if any).
 
 Exit codes: 0 every recipient routed as expected, 1 a routing mismatch or a late copy, 2 bad usage,
-configuration or list rows, 3 the target or the environment unreachable (or rows that
+configuration or list rows, or nothing verified (an empty list, or every row skipped), 3 the target or the environment unreachable (or rows that
 could not be judged, such as rate limits that never ended).`,
 		Example: `  splitcheck bulk --config examples/reftarget.yaml --list recipients.csv
   splitcheck bulk -c staging.yaml --migrated migrated.txt --addresses all.txt --shard 2/4 --junit part2.xml`,
@@ -333,6 +333,11 @@ func runBulk(cmd *cobra.Command, ios *ioStreams, opts *bulkOptions) error {
 	}
 	if verr := res.Err(); verr != nil {
 		return verr // a mismatch (1), or rows not judged (3)
+	}
+	if res.Summary.Passed == 0 {
+		// An empty list (or shard), or only skipped rows: exit 0 would claim a
+		// pass that nothing earned.
+		return usageErrorf("bulk: nothing was verified: %d row(s), all skipped (see the report)", res.Summary.Skipped)
 	}
 	if res.Malformed > 0 {
 		return usageErrorf("bulk: %d malformed row(s) skipped (listed above); every other row passed", res.Malformed)

@@ -326,3 +326,22 @@ func TestProgressStep(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkNothingVerified: an empty list, or one whose every row is skipped (an mx
+// row with no submission configured), verifies nothing: exit 2, never 0.
+func TestBulkNothingVerified(t *testing.T) {
+	addr := bulkMTA(t)
+	cfg := writeBulkConfig(t, addr, "")
+	for name, content := range map[string]string{
+		"empty":       "address,route\n",
+		"all skipped": "address,route\nx@mx.test,mx\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			list := writeFile(t, "list.csv", content)
+			code, out, errOut := runBulkCmd(t, "", "-c", cfg, "--list", list)
+			if code != exitUsage || !strings.Contains(errOut, "nothing was verified") {
+				t.Errorf("exit %d, stderr %q; want 2 saying nothing was verified\n%s", code, errOut, out)
+			}
+		})
+	}
+}
