@@ -77,10 +77,15 @@ type applyReport struct {
 	Restart  []string          `json:"restart,omitempty"`
 	Verified []string          `json:"verified,omitempty"`
 	Pending  []string          `json:"pending,omitempty"`
-	// Error, Restored and Kept describe a failed apply and its restore.
-	Error    string            `json:"error,omitempty"`
-	Restored []stalwart.Change `json:"restored,omitempty"`
-	Kept     []string          `json:"kept,omitempty"`
+	// Error, Restored, Kept and RestoreError describe a failed apply and its restore.
+	Error        string            `json:"error,omitempty"`
+	Restored     []stalwart.Change `json:"restored,omitempty"`
+	Kept         []string          `json:"kept,omitempty"`
+	RestoreError string            `json:"restoreError,omitempty"`
+	// InPlace is set when every change was applied and what failed came after
+	// (--verify): the changes stay until a rollback.
+	InPlace bool `json:"inPlace,omitempty"`
+	config  string
 }
 
 func runApply(cmd *cobra.Command, ios *ioStreams, opts *applyOptions) error {
@@ -99,7 +104,7 @@ func runApply(cmd *cobra.Command, ios *ioStreams, opts *applyOptions) error {
 		Hermetic:     st.hermetic,
 		Verify:       opts.verify,
 	})
-	rep := applyReport{DryRun: opts.dryRun}
+	rep := applyReport{DryRun: opts.dryRun, config: opts.configPath}
 	if res != nil {
 		rep.Plan, rep.Applied, rep.Snapshot = res.Plan, res.Applied, res.SnapshotPath
 		rep.Restart, rep.Verified, rep.Pending = res.Restart, res.Verified, res.Pending
@@ -107,6 +112,11 @@ func runApply(cmd *cobra.Command, ios *ioStreams, opts *applyOptions) error {
 	var ae *stalwart.ApplyError
 	if errors.As(err, &ae) {
 		rep.Restored, rep.Kept = ae.Restored, ae.Kept
+		if ae.RestoreErr != nil {
+			rep.RestoreError = ae.RestoreErr.Error()
+		}
+	} else if err != nil && len(rep.Applied) > 0 {
+		rep.InPlace = true
 	}
 	if err != nil {
 		rep.Error = err.Error()
@@ -178,6 +188,17 @@ func printApply(ios *ioStreams, rep applyReport, res *stalwart.ApplyResult, err 
 }
 
 func printFailedApply(w io.Writer, rep applyReport) {
+	rollback := fmt.Sprintf("splitcheck rollback --config %s --snapshot %s --yes", rep.config, rep.Snapshot)
+	switch {
+	case rep.InPlace:
+		fmt.Fprintf(w, "Applied %d change(s); they are in place, but what followed failed (see the error).\n", len(rep.Applied))
+		fmt.Fprintf(w, "To undo them: %s\n", rollback)
+		return
+	case rep.RestoreError != "":
+		fmt.Fprintf(w, "Apply failed after %d change(s), and restoring the snapshot FAILED: %s\n", len(rep.Applied), rep.RestoreError)
+		fmt.Fprintf(w, "The server may be half-changed. Once it answers: %s\n", rollback)
+		return
+	}
 	fmt.Fprintf(w, "Apply failed after %d change(s).\n", len(rep.Applied))
 	if len(rep.Restored) > 0 {
 		fmt.Fprintf(w, "Restored from the snapshot %s:\n", rep.Snapshot)

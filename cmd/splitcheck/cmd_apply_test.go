@@ -180,3 +180,52 @@ func TestApplyConfigAndEnvironmentErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestApplyFailureMessages: what a failed apply tells the operator matches what is
+// on the server. A --verify that fails after every change was made leaves them in
+// place (say so, and how to undo them); a step that fails and whose restore fails
+// too leaves the server half-changed (say so; never "nothing needed restoring").
+func TestApplyFailureMessages(t *testing.T) {
+	// The number of requests a plain apply makes: the verify's first read follows.
+	probe := newSwEnv(t, true, false)
+	base := probe.srv.RequestCount()
+	if code, _, errOut := runSw(t, "apply", "--config", probe.config, "--snapshot", probe.path("s.json")); code != 0 {
+		t.Fatalf("apply exit %d: %s", code, errOut)
+	}
+	applyRequests := probe.srv.RequestCount() - base
+
+	t.Run("verify fails after a complete apply", func(t *testing.T) {
+		e := newSwEnv(t, true, false)
+		e.srv.InjectFault(stalwarttest.Fault{Kind: stalwarttest.FaultMethodError, Request: e.srv.RequestCount() + applyRequests + 1})
+		snap := e.path("s.json")
+		code, _, errOut := runSw(t, "apply", "--config", e.config, "--snapshot", snap, "--verify")
+		if e.srv.FaultsFired() != 1 {
+			t.Fatalf("the fault did not fire: exit %d\n%s", code, errOut)
+		}
+		for _, want := range []string{"Applied 9 change(s); they are in place", "To undo them: splitcheck rollback --config " + e.config + " --snapshot " + snap} {
+			if code != exitEnv || !strings.Contains(errOut, want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit 3 and %q", code, errOut, want)
+			}
+		}
+		if strings.Contains(errOut, "Nothing needed restoring") {
+			t.Errorf("stderr says nothing needed restoring, but 9 changes are in place:\n%s", errOut)
+		}
+	})
+	t.Run("a step fails and so does its restore", func(t *testing.T) {
+		e := newSwEnv(t, true, false)
+		// The domains are created and allowRelaying set (two x:Domain/set), the relay
+		// route's create fails, and so do the restore's x:Domain/set.
+		e.srv.InjectFault(stalwarttest.Fault{Kind: stalwarttest.FaultMethodError, Method: "x:MtaRoute/set", Count: 10})
+		e.srv.InjectFault(stalwarttest.Fault{Kind: stalwarttest.FaultMethodError, Method: "x:Domain/set", After: 2, Count: 10})
+		snap := e.path("s.json")
+		code, _, errOut := runSw(t, "apply", "--config", e.config, "--snapshot", snap)
+		for _, want := range []string{"restoring the snapshot FAILED", "The server may be half-changed", "splitcheck rollback --config " + e.config + " --snapshot " + snap} {
+			if code != exitEnv || !strings.Contains(errOut, want) {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit 3 and %q", code, errOut, want)
+			}
+		}
+		if strings.Contains(errOut, "Nothing needed restoring") {
+			t.Errorf("stderr says nothing needed restoring after a failed restore:\n%s", errOut)
+		}
+	})
+}

@@ -210,8 +210,11 @@ type Fault struct {
 	Commit bool
 	// Count is how many matching requests fail; 0 means 1.
 	Count int
+	// After is how many matching requests succeed before the fault fires (the
+	// first write of a kind goes through, a later one fails).
+	After int
 
-	fired int
+	fired, passed int
 }
 
 // InjectFault adds a fault; faults are tried in the order they were added.
@@ -394,6 +397,10 @@ func (s *Server) matchFault(n int, names []string) *Fault {
 			continue
 		}
 		if f.Method != "" && !slices.Contains(names, f.Method) {
+			continue
+		}
+		if f.passed < f.After {
+			f.passed++
 			continue
 		}
 		f.fired++
