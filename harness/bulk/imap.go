@@ -4,7 +4,6 @@ import (
 	"container/list"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/splitcheck/splitcheck/harness/imapobs"
 )
 
 // mailbox says how to read one local account's mail over IMAP.
@@ -32,9 +33,6 @@ type hit struct {
 	UID    imap.UID
 }
 
-// folders are searched in this order; a missing folder is skipped.
-var folders = []string{"INBOX", "Junk"}
-
 // imapPool keeps a few logged-in IMAP sessions so that searching the same
 // account again costs one SELECT and one SEARCH, not a login. At most max idle
 // sessions are kept (least recently used closed first).
@@ -48,9 +46,9 @@ type imapPool struct {
 }
 
 type imapSession struct {
-	key    string
-	c      *imapclient.Client
-	noJunk bool // the Junk folder does not exist
+	key     string
+	c       *imapclient.Client
+	folders []string // INBOX, then the junk folder if the account has one
 }
 
 func newIMAPPool(timeout time.Duration, max int) *imapPool {
@@ -58,7 +56,7 @@ func newIMAPPool(timeout time.Duration, max int) *imapPool {
 }
 
 // search returns every copy of the message whose header ProbeHeader is id in the
-// account's INBOX and Junk folders.
+// account's INBOX and junk folder.
 func (p *imapPool) search(ctx context.Context, m mailbox, id string) ([]hit, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -86,16 +84,8 @@ func (p *imapPool) search(ctx context.Context, m mailbox, id string) ([]hit, err
 func (s *imapSession) search(id string) ([]hit, error) {
 	var hits []hit
 	crit := &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: ProbeHeader, Value: id}}}
-	for _, f := range folders {
-		if f == "Junk" && s.noJunk {
-			continue
-		}
+	for _, f := range s.folders {
 		if _, err := s.c.Select(f, &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
-			var ie *imap.Error
-			if f != "INBOX" && errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
-				s.noJunk = true
-				continue
-			}
 			return nil, fmt.Errorf("select %s: %w", f, err)
 		}
 		data, err := s.c.UIDSearch(crit, nil).Wait()
@@ -143,7 +133,12 @@ func (p *imapPool) login(ctx context.Context, m mailbox) (*imapSession, error) {
 		c.Close()
 		return nil, fmt.Errorf("imap %s: login as %s: %w", m.Account, m.Username, err)
 	}
-	return &imapSession{key: m.key(), c: c}, nil
+	folders, err := imapobs.Folders(c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("imap %s: %w", m.Account, err)
+	}
+	return &imapSession{key: m.key(), c: c, folders: folders}, nil
 }
 
 func (p *imapPool) take(key string) *imapSession {

@@ -471,3 +471,31 @@ func TestErrorBudget(t *testing.T) {
 		t.Errorf("%d RCPTs in all; want 40 (each row once)", sum)
 	}
 }
+
+// TestRunFindsProbesInTheJunkFolder: a probe filed as spam was still delivered
+// locally. Stalwart's junk folder is "Junk Mail", not "Junk": bulk must find it
+// there as imapobs does, not fail the row as never delivered.
+func TestRunFindsProbesInTheJunkFolder(t *testing.T) {
+	for _, junk := range []string{"Junk", "Junk Mail"} {
+		t.Run(junk, func(t *testing.T) {
+			tg := startTarget(t, accounts, targetOpts{junk: junk})
+			tg.misroute = func(rcpt string) string {
+				if rcpt == "alice@example.org" {
+					return "junk"
+				}
+				return ""
+			}
+			res, got, err := collect(t, tg.runner(tg.config(accounts)), NewCSV(listOf("alice@example.org,local", "carol@example.org,local"), "list.csv", nil))
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			v := got["alice@example.org"]
+			if v.Status != scenarios.StatusPass || len(v.Observed) != 1 || !strings.Contains(v.Observed[0].Where, junk) {
+				t.Errorf("alice: %s %q observed %+v; want pass, found in %s", v.Status, v.Detail, v.Observed, junk)
+			}
+			if res.Summary.Passed != 2 {
+				t.Errorf("summary %s; want 2 passed", res.Summary)
+			}
+		})
+	}
+}

@@ -63,11 +63,12 @@ type target struct {
 	imapAdr string
 	users   map[string]*imapmemserver.User
 	first   *imapmemserver.User // the first account, where "local" misroutes go
+	junk    string              // the junk folder's name
 
 	// hidePipelining rewrites PIPELINING out of the MTA's EHLO reply.
 	hidePipelining atomic.Bool // set by a test after the target started: atomic
-	// misroute, when set, picks the place for a recipient: "local", "source"
-	// or "drop"; "" keeps the normal routing.
+	// misroute, when set, picks the place for a recipient: "local", "junk"
+	// (the account's junk folder), "source" or "drop"; "" keeps the normal routing.
 	misroute func(rcpt string) string
 
 	maxRcptPerRead atomic.Int64 // most RCPT commands seen in one read from a client
@@ -81,11 +82,15 @@ type target struct {
 type targetOpts struct {
 	rcptErr func(rcpt string) error
 	mailErr func(from string) error
+	junk    string // the accounts' junk folder; default "Junk"
 }
 
 func startTarget(t *testing.T, accounts []string, o targetOpts) *target {
 	t.Helper()
-	tg := &target{t: t, source: newMemSink(), mx: newMemSink(), users: map[string]*imapmemserver.User{}}
+	tg := &target{t: t, source: newMemSink(), mx: newMemSink(), users: map[string]*imapmemserver.User{}, junk: o.junk}
+	if tg.junk == "" {
+		tg.junk = "Junk"
+	}
 	tg.startIMAP(accounts)
 
 	tg.mta = fakesource.NewUnstartedServer()
@@ -148,6 +153,10 @@ func (tg *target) route(m fakesource.Message) {
 		u, isLocal := tg.users[strings.ToLower(r.Addr)]
 		switch {
 		case place == "drop":
+		case place == "junk" && isLocal:
+			if _, err := u.Append(tg.junk, bytes.NewReader(m.Body), &imap.AppendOptions{}); err != nil {
+				tg.t.Errorf("append to %s's %s: %v", r.Addr, tg.junk, err)
+			}
 		case place == "local" || (place == "" && isLocal):
 			if u == nil {
 				u = tg.first
@@ -250,7 +259,7 @@ func (tg *target) startIMAP(accounts []string) {
 	mem := imapmemserver.New()
 	for _, a := range accounts {
 		u := imapmemserver.NewUser(a, "pw-"+a)
-		for _, mbox := range []string{"INBOX", "Junk"} {
+		for _, mbox := range []string{"INBOX", tg.junk} {
 			if err := u.Create(mbox, nil); err != nil {
 				tg.t.Fatalf("create %s: %v", mbox, err)
 			}

@@ -565,23 +565,32 @@ func (o *Observer) connect(ctx context.Context, s *session) error {
 	if err := c.Login(user, a.Password).Wait(); err != nil {
 		return fail("login: %w", err)
 	}
+	if s.folders, err = Folders(c); err != nil {
+		return fail("%w", err)
+	}
+	o.log().Debug("imap logged in", "account", a.Address, "server", a.Server, "folders", s.folders)
+	return nil
+}
+
+// Folders returns where a probe may land in the mailbox c is logged in to:
+// INBOX, then the junk folder (by its \Junk special use, else a usual name such
+// as Stalwart's "Junk Mail") when there is one.
+func Folders(c *imapclient.Client) ([]string, error) {
 	listOpts := &imap.ListOptions{}
 	if c.Caps().Has(imap.CapSpecialUse) {
 		listOpts.ReturnSpecialUse = true
 	}
 	list, err := c.List("", "*", listOpts).Collect()
 	if err != nil {
-		return fail("list: %w", err)
+		return nil, fmt.Errorf("list: %w", err)
 	}
-	s.folders = []string{"INBOX"}
+	folders := []string{"INBOX"}
 	for _, m := range list {
 		if isJunk(m) && !strings.EqualFold(m.Mailbox, "INBOX") {
-			s.folders = append(s.folders, m.Mailbox)
-			break
+			return append(folders, m.Mailbox), nil
 		}
 	}
-	o.log().Debug("imap logged in", "account", a.Address, "server", a.Server, "folders", s.folders)
-	return nil
+	return folders, nil
 }
 
 func isJunk(m *imap.ListData) bool {
