@@ -159,11 +159,11 @@ func (e *env) places(local Observer) []place {
 	case local != nil:
 		out = append(out, place{route: scenarios.RouteLocal, obs: local})
 	case e.imap != nil:
-		out = append(out, place{route: scenarios.RouteLocal, obs: e.imap})
+		out = append(out, place{route: scenarios.RouteLocal, obs: e.imap, recheck: true})
 	}
-	out = append(out, place{route: scenarios.RouteSource, obs: &sinkObserver{route: scenarios.RouteSource, name: sourceName, srv: e.source}})
+	out = append(out, place{route: scenarios.RouteSource, obs: &sinkObserver{route: scenarios.RouteSource, name: sourceName, srv: e.source}, recheck: true})
 	if e.mx != nil {
-		out = append(out, place{route: scenarios.RouteMX, obs: &sinkObserver{route: scenarios.RouteMX, name: mxName, srv: e.mx}})
+		out = append(out, place{route: scenarios.RouteMX, obs: &sinkObserver{route: scenarios.RouteMX, name: mxName, srv: e.mx}, recheck: true})
 	}
 	return out
 }
@@ -241,6 +241,9 @@ func (r *run) preflight(ctx context.Context) error {
 type place struct {
 	route scenarios.Route
 	obs   Observer
+	// recheck marks the built-in observers (fake sinks, IMAP), which may be asked
+	// again for late copies; the caller's may claim what they report.
+	recheck bool
 }
 
 // sinkObserver watches a fakesource sink.

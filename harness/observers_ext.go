@@ -17,7 +17,7 @@ func withObservers(places []place, override map[scenarios.Route]Observer) []plac
 	done := map[scenarios.Route]bool{}
 	for _, p := range places {
 		if o := override[p.route]; o != nil {
-			p.obs = o
+			p.obs, p.recheck = o, false
 		}
 		done[p.route] = true
 		out = append(out, p)

@@ -428,7 +428,7 @@ func (r *run) recheckLate(ctx context.Context) {
 		}
 		var late []scenarios.Observation
 		for _, p := range r.places {
-			if _, sink := p.obs.(*sinkObserver); !sink && (r.env.imap == nil || p.obs != Observer(r.env.imap)) {
+			if !p.recheck {
 				continue
 			}
 			sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeouts.Connect)
@@ -439,14 +439,23 @@ func (r *run) recheckLate(ctx context.Context) {
 				r.log.Warn("could not look again for late copies", "scenario", c.Name, "place", p.route, "err", err)
 				continue
 			}
-			before := 0
+			// A copy is late when it was not among the check's sightings: compared
+			// by evidence, since a place need not list its copies in arrival order.
+			seen := map[string]int{}
 			for _, o := range v.Observed {
 				if o.Place == p.route {
-					before++
+					seen[o.Evidence]++
 				}
 			}
-			if len(now) > before {
-				late = append(late, now[before:]...)
+			for _, o := range now {
+				if seen[o.Evidence] > 0 {
+					seen[o.Evidence]--
+					continue
+				}
+				if o.Place == "" {
+					o.Place = p.route
+				}
+				late = append(late, o)
 			}
 		}
 		if len(late) == 0 {
