@@ -176,3 +176,33 @@ func TestVerifyReceivedUnreadCopyIsAnError(t *testing.T) {
 		})
 	}
 }
+
+// failingSweep watches without trouble (it sees nothing) but fails when asked to
+// look: the last look before a verdict, which proves absence there.
+type failingSweep struct{}
+
+func (failingSweep) Wait(ctx context.Context, _, _ string) error { <-ctx.Done(); return nil }
+func (failingSweep) Observe(context.Context, string, string) ([]scenarios.Observation, error) {
+	return nil, errSweepBroken
+}
+
+var errSweepBroken = errors.New("sweep connection dropped")
+
+// TestVerifySweepFailureIsAnError: alice's copy arrives in her mailbox, but the
+// look at the source that should prove it went nowhere else fails: her check
+// cannot pass on that; it is an error naming the failed look.
+func TestVerifySweepFailureIsAnError(t *testing.T) {
+	m := startMini(t, "")
+	cfg := m.config(t)
+	cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
+	cfg.Timeouts.Delivery = 500 * time.Millisecond
+	res := verify(t, cfg, harness.VerifyOptions{
+		Extra:     []scenarios.Probe{{Name: "alice", Entry: scenarios.EntryProxy, Recipients: []scenarios.Recipient{{Address: "alice@example.org", Expect: scenarios.RouteLocal}}}},
+		Replace:   true,
+		Observers: map[scenarios.Route]harness.Observer{scenarios.RouteSource: failingSweep{}},
+	})
+	v := byName(res)["route/alice"]
+	if v.Status != scenarios.StatusError || !strings.Contains(v.Detail, "observe source: "+errSweepBroken.Error()) {
+		t.Errorf("route/alice: %s %q; want an error naming the failed look at the source", v.Status, v.Detail)
+	}
+}
