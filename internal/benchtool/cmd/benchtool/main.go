@@ -6,9 +6,10 @@
 //	    print N free TCP ports on 127.0.0.1, space-separated
 //	benchtool wait [-timeout 15s] ADDR...
 //	    wait until every ADDR accepts a TCP connection
-//	benchtool sink -listen ADDR [-accept-proxy]
-//	    run a fakesource sink (default limits, silent); on SIGINT or SIGTERM
-//	    print "messages N proxy_headers M" on stdout and exit 0
+//	benchtool sink -listen ADDR [-accept-proxy | -bare] [-cpuprofile FILE]
+//	    run a fakesource sink (default limits, silent), or with -bare go-smtp
+//	    with a backend that keeps nothing; on SIGINT or SIGTERM print
+//	    "messages N proxy_headers M" on stdout and exit 0
 //	benchtool latency [-n 2000] [-timeout 5s] -o FILE NAME=[v2@]ADDR...
 //	    measure connect-to-banner time over N sequential connections per
 //	    target, interleaved; the first target is the baseline; write JSON.
@@ -141,6 +142,9 @@ func cmdSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return &usageError{err.Error()}
 	}
+	if *listen == "" || fs.NArg() > 0 {
+		return &usageError{"usage: benchtool sink -listen ADDR [-accept-proxy | -bare] [-cpuprofile FILE]"}
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -151,9 +155,6 @@ func cmdSink(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("sink: %w", err)
 		}
 		defer pprof.StopCPUProfile()
-	}
-	if *listen == "" || fs.NArg() > 0 {
-		return &usageError{"usage: benchtool sink -listen ADDR [-accept-proxy]"}
 	}
 	var counts benchtool.SinkCounts
 	var shutdown func(context.Context) error
