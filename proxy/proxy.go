@@ -329,12 +329,8 @@ func (p *Proxy) attach(pr *pair, up net.Conn) bool {
 func (p *Proxy) finish(pr *pair) {
 	p.mu.Lock()
 	delete(p.conns, pr)
+	pr.closeLocked()
 	p.mu.Unlock()
-	pr.cancel()
-	pr.client.Close()
-	if pr.upstream != nil {
-		pr.upstream.Close()
-	}
 	p.active.Add(-1)
 }
 
@@ -437,7 +433,7 @@ func describe(h *proxyproto.Header) string {
 	return fmt.Sprintf("v%d %s %v > %v", h.Version, fam, h.SourceAddr, h.DestinationAddr)
 }
 
-// pipe copies both ways until each direction has ended, then closes both.
+// pipe copies both ways until each direction has ended (the caller closes both).
 func (p *Proxy) pipe(client, up net.Conn) (nUp, nDown uint64, err error) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
@@ -445,9 +441,7 @@ func (p *Proxy) pipe(client, up net.Conn) (nUp, nDown uint64, err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { nUp, upErr = p.copyDir(up, client, &p.bytesUp, &last) })
 	nDown, err = p.copyDir(client, up, &p.bytesDown, &last)
-	wg.Wait()
-	client.Close()
-	up.Close()
+	wg.Wait() // both conns are closed by the caller (finish)
 	return nUp, nDown, errors.Join(upErr, err)
 }
 
