@@ -33,9 +33,9 @@ type backend struct {
 	conns map[net.Conn]struct{}
 }
 
-// startBackend listens on network's loopback and serves each connection
-// with handle; cleanup closes everything and waits for the handlers.
-func startBackend(t testing.TB, network string, handle func(net.Conn)) *backend {
+// listenLoopback listens on a free port of network's loopback address (tcp4 or
+// tcp6); what names the listener in a failure.
+func listenLoopback(t testing.TB, network, what string) net.Listener {
 	t.Helper()
 	host := "127.0.0.1:0"
 	if network == "tcp6" {
@@ -43,8 +43,16 @@ func startBackend(t testing.TB, network string, handle func(net.Conn)) *backend 
 	}
 	ln, err := net.Listen(network, host)
 	if err != nil {
-		t.Fatalf("listen backend: %v", err)
+		t.Fatalf("listen %s: %v", what, err)
 	}
+	return ln
+}
+
+// startBackend listens on network's loopback and serves each connection
+// with handle; cleanup closes everything and waits for the handlers.
+func startBackend(t testing.TB, network string, handle func(net.Conn)) *backend {
+	t.Helper()
+	ln := listenLoopback(t, network, "backend")
 	b := &backend{ln: ln, conns: make(map[net.Conn]struct{})}
 	b.wg.Go(func() {
 		for {
@@ -88,14 +96,7 @@ func (b *backend) addrPort() netip.AddrPort { return b.ln.Addr().(*net.TCPAddr).
 // closes p and checks Serve returned nil.
 func startProxy(t testing.TB, network string, p *proxy.Proxy) (addr string, served func() error) {
 	t.Helper()
-	host := "127.0.0.1:0"
-	if network == "tcp6" {
-		host = "[::1]:0"
-	}
-	ln, err := net.Listen(network, host)
-	if err != nil {
-		t.Fatalf("listen proxy: %v", err)
-	}
+	ln := listenLoopback(t, network, "proxy")
 	ch := make(chan error, 1)
 	go func() { ch <- p.Serve(ln) }()
 	served = sync.OnceValue(func() error { return <-ch })
