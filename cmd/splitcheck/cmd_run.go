@@ -282,15 +282,14 @@ func checkRunFlags(cmd *cobra.Command, opts *runOptions) error {
 func (r *runState) execute(parent context.Context) (err error) {
 	c, cfg := r.st.client, r.cfg
 
-	plan, err := c.Plan(parent, r.st.desired)
-	if err != nil {
-		return r.st.wrap("run: plan", err)
-	}
-	r.rec.PlanChanges, r.rec.Destructive, r.rec.Restart = len(plan.Changes), len(plan.Destructive()), plan.Restart
-	r.planned = true
-
+	// Apply reads the state and plans once; its plan is the run's.
 	applied, err := c.Apply(parent, r.st.desired, stalwart.ApplyOptions{
 		SnapshotPath: r.snapPath, Confirmed: r.opts.yes, Hermetic: r.st.hermetic})
+	if applied != nil && applied.Plan != nil {
+		plan := applied.Plan
+		r.rec.PlanChanges, r.rec.Destructive, r.rec.Restart = len(plan.Changes), len(plan.Destructive()), plan.Restart
+		r.planned = true
+	}
 	if applied != nil {
 		r.rec.Applied, r.rec.Snapshot = len(applied.Applied), applied.SnapshotPath
 	}
