@@ -404,7 +404,7 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 
 	// The port-25 entry: straight to the PROXY listener with a header in one
 	// segment, as the proxy would send it.
-	ep, err := e.proxyEndpoint()
+	ep, err := e.proxyEndpoint(ctx)
 	if err != nil {
 		return fail(err)
 	}
@@ -467,7 +467,6 @@ func (r *Runner) newEngine(ctx context.Context) (*engine, func(), error) {
 		closers = append(closers, func() { _ = dns.Close() })
 	}
 	e.obs.addSinks()
-	_ = ctx
 	return e, cleanup, nil
 }
 
@@ -481,7 +480,7 @@ func externalDomains(addrs []string) []string {
 	return out
 }
 
-func (e *engine) proxyEndpoint() (*endpoint, error) {
+func (e *engine) proxyEndpoint(ctx context.Context) (*endpoint, error) {
 	cfg := e.cfg
 	announce, err := config.ParseIPPort(cfg.Proxy.Announce)
 	if err != nil {
@@ -490,7 +489,7 @@ func (e *engine) proxyEndpoint() (*endpoint, error) {
 	if announce.Port() == 0 {
 		announce = netip.AddrPortFrom(announce.Addr(), 40000)
 	}
-	dst, err := resolveAddrPort(cfg.Target.SMTP)
+	dst, err := resolveAddrPort(ctx, cfg.Target.SMTP, cfg.Timeouts.Connect)
 	if err != nil {
 		return nil, fmt.Errorf("target.smtp: %w", err)
 	}
@@ -502,7 +501,9 @@ func (e *engine) proxyEndpoint() (*endpoint, error) {
 		TLS: "none", Helo: e.helo, Timeout: cfg.Timeouts.Connect}, nil
 }
 
-func resolveAddrPort(s string) (netip.AddrPort, error) {
+// resolveAddrPort is s as an address and port, looking the host up (bounded by
+// timeout) when it is a name.
+func resolveAddrPort(ctx context.Context, s string, timeout time.Duration) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return ap, nil
 	}
@@ -510,7 +511,12 @@ func resolveAddrPort(s string) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(ips) == 0 {
 		return netip.AddrPort{}, fmt.Errorf("resolve %s: %v", host, err)
 	}
