@@ -21,6 +21,7 @@ import (
 // needs says which parts of the environment the probes use.
 type needs struct {
 	proxy, submission bool
+	imap              bool // the built-in IMAP observer reads plan.local
 	// external are the domains the fake DNS answers for.
 	external []string
 }
@@ -84,12 +85,12 @@ func startEnv(ctx context.Context, cfg *config.Config, n needs, log *slog.Logger
 			return e, err
 		}
 	}
-	if len(cfg.Plan.Local) > 0 {
+	if n.imap && len(cfg.Plan.Local) > 0 {
 		o := &imapobs.Observer{Timeout: timeout, PollInterval: 100 * time.Millisecond, Logger: log.With("observer", "imap")}
 		for _, a := range cfg.Plan.Local {
 			m := a.Mailbox
 			if m.Protocol != "" && m.Protocol != "imap" {
-				continue // read by the caller's LocalObserver
+				continue // refused before the run unless the caller observes local
 			}
 			o.Accounts = append(o.Accounts, imapobs.Account{
 				Address: a.Address, Server: m.Address, TLS: m.TLS, InsecureSkipVerify: m.InsecureSkipVerify,
@@ -220,18 +221,11 @@ func (r *run) preflight(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.opt.LocalObserver == nil {
-		for _, a := range r.cfg.Plan.Local {
-			if p := a.Mailbox.Protocol; p != "" && p != "imap" {
-				return fmt.Errorf("%w: plan.local %s: mailbox protocol %q needs a local observer (IMAP is built in)", ErrConfig, a.Address, p)
-			}
-		}
-		if r.env.imap != nil {
-			ctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeouts.Connect)
-			defer cancel()
-			if err := r.env.imap.Check(ctx); err != nil {
-				return fmt.Errorf("local mailbox: %w", err)
-			}
+	if r.env.imap != nil {
+		ctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeouts.Connect)
+		defer cancel()
+		if err := r.env.imap.Check(ctx); err != nil {
+			return fmt.Errorf("local mailbox: %w", err)
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/splitcheck/splitcheck/harness"
+	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -204,5 +205,31 @@ func TestVerifySweepFailureIsAnError(t *testing.T) {
 	v := byName(res)["route/alice"]
 	if v.Status != scenarios.StatusError || !strings.Contains(v.Detail, "observe source: "+errSweepBroken.Error()) {
 		t.Errorf("route/alice: %s %q; want an error naming the failed look at the source", v.Status, v.Detail)
+	}
+}
+
+// TestVerifyLocalMailboxProtocol: a plan.local mailbox that IMAP cannot read is a
+// configuration error found before any connection (even with the target down),
+// unless the caller observes local delivery, by either option.
+func TestVerifyLocalMailboxProtocol(t *testing.T) {
+	m := startMini(t, "")
+	jmap := func() *config.Config {
+		cfg := m.config(t)
+		cfg.Fakes.DNS, cfg.Fakes.MX = "", ""
+		for i := range cfg.Plan.Local {
+			cfg.Plan.Local[i].Mailbox.Protocol = "jmap"
+		}
+		return cfg
+	}
+	cfg := jmap()
+	cfg.Target.SMTP = freeTCP(t) // nothing listens: the config error must come first
+	_, err := harness.Verify(context.Background(), cfg, harness.VerifyOptions{Logger: testLogger(t)})
+	if !errors.Is(err, harness.ErrConfig) || !strings.Contains(err.Error(), `mailbox protocol "jmap" needs a local observer`) {
+		t.Errorf("Verify with jmap mailboxes and no local observer = %v; want a configuration error", err)
+	}
+	local := &stubObserver{route: scenarios.RouteLocal, rcpts: map[string]bool{"alice@example.org": true, "dave@example.org": true}}
+	res := verify(t, jmap(), harness.VerifyOptions{Observers: map[scenarios.Route]harness.Observer{scenarios.RouteLocal: local}})
+	if v := byName(res)["route/local/dave@example.org"]; v.Status != scenarios.StatusPass {
+		t.Errorf("route/local/dave with Observers[local]: %s (%s); want pass through the caller's observer", v.Status, v.Detail)
 	}
 }

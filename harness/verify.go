@@ -182,6 +182,13 @@ func Verify(ctx context.Context, cfg *config.Config, opt VerifyOptions) (*Result
 	if err := checkAnnounce(cfg, announce.Addr()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	if !r.customLocal() {
+		for _, a := range cfg.Plan.Local {
+			if p := a.Mailbox.Protocol; p != "" && p != "imap" {
+				return nil, fmt.Errorf("%w: plan.local %s: mailbox protocol %q needs a local observer (IMAP is built in)", ErrConfig, a.Address, p)
+			}
+		}
+	}
 	r.announce = announce
 	r.probes = probes
 	r.checks = r.prepareChecks(scenarios.Checks(probes))
@@ -321,9 +328,15 @@ type run struct {
 	real     int // verdicts judged from observations (not skips, not cancellations)
 }
 
+// customLocal reports whether the caller observes local delivery (either
+// option), so that the built-in IMAP observer is neither started nor checked.
+func (r *run) customLocal() bool {
+	return r.opt.LocalObserver != nil || r.opt.Observers[scenarios.RouteLocal] != nil
+}
+
 // needs says which fakes the probes use.
 func (r *run) needs() needs {
-	var n needs
+	n := needs{imap: !r.customLocal()}
 	for _, c := range r.checks {
 		if c.Skip != "" {
 			continue
