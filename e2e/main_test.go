@@ -29,6 +29,7 @@ import (
 
 	"github.com/splitcheck/splitcheck/harness/report"
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 )
 
 // bins are the binaries TestMain builds; set once before any test runs.
@@ -83,24 +84,6 @@ func build(dir string) (bins, error) {
 	return b, nil
 }
 
-// skipEnv is the only way to skip the tests that need the reference target.
-const skipEnv = "SPLITCHECK_SKIP_E2E"
-
-// requireTarget fails the test (or, with SPLITCHECK_SKIP_E2E=1, skips it) when this
-// machine cannot run the reference target.
-func requireTarget(t *testing.T) {
-	t.Helper()
-	err := reftarget.Available()
-	if err == nil {
-		return
-	}
-	if os.Getenv(skipEnv) == "1" {
-		t.Skipf("reference target unavailable, skipped because %s=1: %v", skipEnv, err)
-	}
-	t.Fatalf("reference target unavailable: %v\n(run as root with the packages installed: make deps; "+
-		"%s=1 skips these tests by hand, CI never sets it)", err, skipEnv)
-}
-
 // target is a running reference target and the environment verify needs for it.
 type target struct {
 	tgt       *reftarget.Target
@@ -113,7 +96,7 @@ type target struct {
 // test ends; a failed test gets the maillog tail.
 func startTarget(t *testing.T, m reftarget.Mutation) *target {
 	t.Helper()
-	requireTarget(t)
+	reftargettest.Require(t)
 	tt := &target{}
 	var accts []reftarget.Account
 	for _, name := range []string{"alice", "dave"} {

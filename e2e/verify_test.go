@@ -13,6 +13,7 @@ import (
 	"github.com/splitcheck/splitcheck/harness/report"
 	"github.com/splitcheck/splitcheck/internal/freeport"
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -103,7 +104,7 @@ func TestVerifyReferenceTarget(t *testing.T) {
 // TestDemo runs what `make demo` runs: reftarget exec starts the target and hands the
 // passwords to verify through REFTARGET_PASSWORD_*.
 func TestDemo(t *testing.T) {
-	requireTarget(t)
+	reftargettest.Require(t)
 	r := runBinary(t, nil, verifyLimit, built.reftarget, "exec", "--", built.splitcheck, "verify", "--config", exampleConfig)
 	if r.code != 0 {
 		t.Fatalf("reftarget exec -- splitcheck verify: exit %d; want 0\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)

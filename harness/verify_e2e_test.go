@@ -15,6 +15,7 @@ import (
 	"github.com/splitcheck/splitcheck/harness"
 	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -67,23 +68,11 @@ timeouts:
   run: 2m
 `
 
-// requireTarget fails the test when the reference target cannot run here, unless
-// SPLITCHECK_SKIP_E2E=1 asks to skip it (CI never sets it).
-func requireTarget(t testing.TB) {
-	t.Helper()
-	if err := reftarget.Available(); err != nil {
-		if os.Getenv("SPLITCHECK_SKIP_E2E") == "1" {
-			t.Skipf("SPLITCHECK_SKIP_E2E=1: %v", err)
-		}
-		t.Fatalf("the reference target cannot run here (set SPLITCHECK_SKIP_E2E=1 to skip): %v", err)
-	}
-}
-
 // startE2E starts the reference target with a mutation and returns the matching
 // config.
 func startE2E(t testing.TB, m reftarget.Mutation) *config.Config {
 	t.Helper()
-	requireTarget(t)
+	reftargettest.Require(t)
 	pw := map[string]string{"PW_ALICE": password(), "PW_DAVE": password()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

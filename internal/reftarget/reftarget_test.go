@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 )
 
 func TestMain(m *testing.M) {
@@ -48,18 +49,6 @@ const (
 	bob       = "bob@example.org" // unmigrated: no account
 	carol     = "carol@external.test"
 )
-
-// requireE2E fails (or, with SPLITCHECK_SKIP_E2E=1, skips) when the machine
-// cannot run the target.
-func requireE2E(t *testing.T) {
-	t.Helper()
-	if err := reftarget.Available(); err != nil {
-		if os.Getenv("SPLITCHECK_SKIP_E2E") == "1" {
-			t.Skipf("SPLITCHECK_SKIP_E2E=1: %v", err)
-		}
-		t.Fatalf("reference target unavailable (set SPLITCHECK_SKIP_E2E=1 to skip): %v", err)
-	}
-}
 
 // testLogger shows the target's progress with -v.
 func testLogger() *slog.Logger {
@@ -627,7 +616,7 @@ func waitMaillog(ctx context.Context, tgt *reftarget.Target, parts ...string) er
 // --- tests ---
 
 func TestTarget(t *testing.T) {
-	requireE2E(t)
+	reftargettest.Require(t)
 	f := startFakes(t)
 	w := startTarget(t, f, reftarget.MutationNone)
 
@@ -767,7 +756,7 @@ func TestTarget(t *testing.T) {
 }
 
 func TestMutations(t *testing.T) {
-	requireE2E(t)
+	reftargettest.Require(t)
 	f := startFakes(t)
 	for _, tt := range []struct {
 		m     reftarget.Mutation
@@ -851,7 +840,7 @@ func TestMutations(t *testing.T) {
 }
 
 func TestStartAddressInUse(t *testing.T) {
-	requireE2E(t)
+	reftargettest.Require(t)
 	ln, err := net.Listen("tcp4", tPlain)
 	if err != nil {
 		t.Fatalf("listen %s: %v", tPlain, err)

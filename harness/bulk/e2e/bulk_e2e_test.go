@@ -18,20 +18,11 @@ import (
 	"github.com/splitcheck/splitcheck/harness/bulk"
 	"github.com/splitcheck/splitcheck/harness/config"
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func requireE2E(t *testing.T) {
-	t.Helper()
-	if err := reftarget.Available(); err != nil {
-		if os.Getenv("SPLITCHECK_SKIP_E2E") == "1" {
-			t.Skipf("SPLITCHECK_SKIP_E2E=1: %v", err)
-		}
-		t.Fatalf("reference target unavailable (set SPLITCHECK_SKIP_E2E=1 to skip): %v", err)
-	}
-}
 
 func logger() *slog.Logger {
 	if testing.Verbose() {
@@ -45,7 +36,7 @@ var localAccounts = []string{"alice@example.org", "dave@example.org", "mig1@exam
 // startTarget starts the reference target with the local accounts.
 func startTarget(t *testing.T, m reftarget.Mutation) []reftarget.Account {
 	t.Helper()
-	requireE2E(t)
+	reftargettest.Require(t)
 	var accts []reftarget.Account
 	for i, a := range localAccounts {
 		accts = append(accts, reftarget.Account{Address: a, Password: fmt.Sprintf("pw-%d-%d", i, time.Now().UnixNano())})

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/splitcheck/splitcheck/internal/reftarget"
+	"github.com/splitcheck/splitcheck/internal/reftarget/reftargettest"
 )
 
 func TestMain(m *testing.M) {
@@ -83,18 +83,8 @@ func TestRunBadUsage(t *testing.T) {
 	}
 }
 
-func requireE2E(t *testing.T) {
-	t.Helper()
-	if err := reftarget.Available(); err != nil {
-		if os.Getenv("SPLITCHECK_SKIP_E2E") == "1" {
-			t.Skipf("SPLITCHECK_SKIP_E2E=1: %v", err)
-		}
-		t.Fatalf("reference target unavailable (set SPLITCHECK_SKIP_E2E=1 to skip): %v", err)
-	}
-}
-
 func TestRunExec(t *testing.T) {
-	requireE2E(t)
+	reftargettest.Require(t)
 	// The child sees both passwords and a live SMTP banner, then exits 7.
 	script := `test -n "$REFTARGET_PASSWORD_ALICE" && test -n "$REFTARGET_PASSWORD_DAVE" || exit 1
 test "$REFTARGET_PASSWORD_ALICE" != "$REFTARGET_PASSWORD_DAVE" || exit 2
@@ -117,7 +107,7 @@ case "$banner" in 220*) exit 7;; *) echo "banner: $banner" >&2; exit 4;; esac`
 }
 
 func TestRunStartFailure(t *testing.T) {
-	requireE2E(t)
+	reftargettest.Require(t)
 	ln, err := net.Listen("tcp4", testOptions.PlainListen)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
