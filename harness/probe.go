@@ -297,7 +297,7 @@ func (r *run) judge(ctx context.Context, i int, obs []scenarios.Observation, ela
 	}
 	v := scenarios.Judge(c, obs, elapsed)
 	if v.Status == scenarios.StatusFail && len(obs) == 0 && note != "" {
-		v.Detail += "; " + note
+		v.AddDetail(note)
 	}
 	r.record(i, v, c.Skip == "")
 }

@@ -475,7 +475,7 @@ func (r *run) recheckLate(ctx context.Context) {
 			continue
 		}
 		nv := scenarios.Judge(c, append(slices.Clone(v.Observed), late...), v.Elapsed)
-		nv.Detail += fmt.Sprintf("; %d of them arrived after the check had passed (a second delivery slower than timeouts.absence)", len(late))
+		nv.AddDetail(fmt.Sprintf("%d of them arrived after the check had passed (a second delivery slower than timeouts.absence)", len(late)))
 		r.log.Warn("a copy arrived after its check passed", "scenario", c.Name, "rcpt", c.Recipient, "copies", len(late))
 		r.mu.Lock()
 		r.verdicts[i] = nv

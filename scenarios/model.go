@@ -132,3 +132,12 @@ type Verdict struct {
 	Elapsed  time.Duration // from send to verdict
 	Mode     string        // "rehearsal", "live" or "" (who produced the verdict)
 }
+
+// AddDetail appends note to the verdict's detail, "; "-separated.
+func (v *Verdict) AddDetail(note string) {
+	if v.Detail == "" {
+		v.Detail = note
+	} else {
+		v.Detail += "; " + note
+	}
+}

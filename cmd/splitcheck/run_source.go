@@ -51,13 +51,7 @@ func (s *sourceObserver) Observe(ctx context.Context, probeID, rcpt string) ([]s
 	}
 	out := make([]scenarios.Observation, 0, len(hits))
 	for _, h := range hits {
-		out = append(out, scenarios.Observation{
-			Place:    scenarios.RouteSource,
-			Where:    h.Account + " " + h.Mailbox,
-			Evidence: fmt.Sprintf("source mailbox IMAP %s: %s %s uid %d", h.Server, h.Account, h.Mailbox, h.UID),
-			Received: h.Received,
-			At:       h.Seen,
-		})
+		out = append(out, h.Observation(scenarios.RouteSource, "source mailbox IMAP"))
 	}
 	return out, nil
 }
@@ -80,12 +74,7 @@ func (s *sourceObserver) addMailboxEvidence(verdicts []scenarios.Verdict) int {
 			slices.ContainsFunc(v.Observed, func(o scenarios.Observation) bool { return o.Place == scenarios.RouteSource }) {
 			continue
 		}
-		note := fmt.Sprintf("source mailbox IMAP %s: no copy of the probe for %s (searched INBOX and Junk by Message-ID)", s.server, s.addr)
-		if v.Detail == "" {
-			v.Detail = note
-		} else {
-			v.Detail += "; " + note
-		}
+		v.AddDetail(fmt.Sprintf("source mailbox IMAP %s: no copy of the probe for %s (searched INBOX and the junk folder by Message-ID)", s.server, s.addr))
 		n++
 	}
 	return n

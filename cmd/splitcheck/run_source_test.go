@@ -100,7 +100,7 @@ func TestRunLiveSourceMailbox(t *testing.T) {
 		{name: "probe absent from the source mailbox", deliver: false, wantCode: 1, want: []string{
 			`(?m)^FAIL +route/unmigrated/tester@example\.org +tester@example\.org +source +none `,
 			`(?m)^ +want source, got none: not seen anywhere within 30s; source mailbox IMAP {imap}` +
-				`: no copy of the probe for tester@example\.org \(searched INBOX and Junk by Message-ID\); ` +
+				`: no copy of the probe for tester@example\.org \(searched INBOX and the junk folder by Message-ID\); ` +
 				`Stalwart queue \(missing\): nothing for tester@example\.org`,
 			`(?m)^PASS +route/unmigrated/bob@example\.org `,
 			liveLine,

@@ -157,15 +157,21 @@ func (o *Observer) Observe(ctx context.Context, probeID, rcpt string) ([]scenari
 	}
 	out := make([]scenarios.Observation, 0, len(hits))
 	for _, h := range hits {
-		out = append(out, scenarios.Observation{
-			Place:    scenarios.RouteLocal,
-			Where:    h.Account + " " + h.Mailbox,
-			Evidence: fmt.Sprintf("IMAP %s: %s %s uid %d", h.Server, h.Account, h.Mailbox, h.UID),
-			Received: h.Received,
-			At:       h.Seen,
-		})
+		out = append(out, h.Observation(scenarios.RouteLocal, "IMAP"))
 	}
 	return out, nil
+}
+
+// Observation is h as a sighting at place: Where names the account and folder,
+// Evidence says "<label> <server>: <account> <folder> uid <n>".
+func (h Hit) Observation(place scenarios.Route, label string) scenarios.Observation {
+	return scenarios.Observation{
+		Place:    place,
+		Where:    h.Account + " " + h.Mailbox,
+		Evidence: fmt.Sprintf("%s %s: %s %s uid %d", label, h.Server, h.Account, h.Mailbox, h.UID),
+		Received: h.Received,
+		At:       h.Seen,
+	}
 }
 
 // Find is Observe returning the raw hits.

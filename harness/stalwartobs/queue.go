@@ -153,11 +153,7 @@ func AddQueueEvidence(ctx context.Context, q QueueLister, verdicts []scenarios.V
 				text = fmt.Sprintf("Stalwart queue (%s): %s", why, strings.Join(lines, "; "))
 			}
 		}
-		if v.Detail == "" {
-			v.Detail = text
-		} else {
-			v.Detail += "; " + text
-		}
+		v.AddDetail(text)
 		n++
 	}
 	return n
