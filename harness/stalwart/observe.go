@@ -418,7 +418,7 @@ func onURL(apiURL string, public *url.URL) bool {
 		return false
 	}
 	prefix := strings.TrimSuffix(public.Path, "/") + "/"
-	return strings.HasPrefix(u.Path+"/", prefix) || strings.HasPrefix(u.Path, prefix)
+	return strings.HasPrefix(u.Path+"/", prefix) // also true of every path below it
 }
 
 // hostPort is u's host with the scheme's default port made explicit.
