@@ -49,7 +49,8 @@ take effect only after a Stalwart restart.
 
 Exit codes: 0 applied (or nothing to do), 2 bad usage or configuration (including
 destructive changes without --yes), 3 Stalwart unreachable, refusing the credentials,
-or a step failed (after the restore).`,
+its configuration in the way of the migration (a route named as the relay that is not a
+relay route), a step failed (after the restore), or --verify failed.`,
 		Example: `  splitcheck apply --config staging.yaml --dry-run
   splitcheck apply --config staging.yaml --snapshot before-migration.json --verify
   splitcheck rollback --config staging.yaml --snapshot before-migration.json`,

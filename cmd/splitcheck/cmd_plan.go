@@ -35,7 +35,8 @@ The connection comes from the config's stalwart section; STALWART_URL, STALWART_
 STALWART_PASSWORD and STALWART_TOKEN override it, as for stalwart-cli.
 
 Exit codes: 0 the plan was printed, 2 bad usage or configuration, 3 Stalwart
-unreachable or refusing the credentials.`,
+unreachable or refusing the credentials, or its configuration in the way of the
+migration (a route named as the relay that is not a relay route).`,
 		Example: `  splitcheck plan --config staging.yaml
   STALWART_TOKEN=... splitcheck plan --config staging.yaml --json`,
 		Args: noArgs("plan", "--config"),
