@@ -16,54 +16,72 @@ import (
 )
 
 // TestRunLateDuplicateFails: every row passes within its quiet window, but the
-// target delivers user001's probe a second time after that window, while the
-// run is still going (user003's first delivery is slow). That copy is evidence
-// of a double delivery: the run must fail, naming it, in its result, its report
-// and its JUnit file; never pass.
+// target delivers user001's probe a second time once user001's row has passed,
+// while the run is still going (user003's delivery waits for that second copy).
+// That copy is evidence of a double delivery: the run must fail, naming it, in
+// its result, its report and its JUnit file; never pass. The steps are chained
+// by events, not by timing, so a loaded machine cannot reorder them.
 func TestRunLateDuplicateFails(t *testing.T) {
 	tg := startTarget(t, nil, targetOpts{})
 	src, err := freeport.TCP("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := func(m fakesource.Message, delay time.Duration) {
+	passed001, dupIn := make(chan struct{}), make(chan struct{})
+	relay := func(m fakesource.Message, after <-chan struct{}, done chan<- struct{}) {
 		tg.wg.Add(1)
 		go func() {
 			defer tg.wg.Done()
-			time.Sleep(delay)
+			if after != nil {
+				select {
+				case <-after:
+				case <-time.After(10 * time.Second):
+					t.Errorf("relay of %s: still waiting after 10s", m.Rcpts[0].Addr)
+				}
+			}
 			to := make([]string, len(m.Rcpts))
 			for i, r := range m.Rcpts {
 				to[i] = r.Addr
 			}
-			c, err := smtp.Dial(src)
-			if err == nil {
-				err = c.SendMail(m.From, to, bytes.NewReader(m.Body))
-				c.Close()
+			err := relayOnce(src, m.From, to, m.Body)
+			// user003's copy is the run's last: the run may end, and close the
+			// sink, between recording it and answering; its verdict proves it.
+			if err != nil && m.Rcpts[0].Addr != "user003@example.org" {
+				t.Errorf("relay of %s (after %v) to the fake source: %v", m.Rcpts[0].Addr, after != nil, err)
 			}
-			if err != nil {
-				t.Errorf("relay to the fake source: %v", err)
+			if done != nil {
+				close(done)
 			}
 		}()
 	}
 	tg.mta.OnMessage = func(m fakesource.Message) {
 		switch m.Rcpts[0].Addr {
 		case "user001@example.org":
-			relay(m, 0)
-			relay(m, 250*time.Millisecond) // after the 30 ms quiet window
+			relay(m, nil, nil)
+			relay(m, passed001, dupIn) // once user001's row has passed
 		case "user003@example.org":
-			relay(m, 700*time.Millisecond) // keeps the run going past the duplicate
+			relay(m, dupIn, nil) // keeps the run going past the duplicate
 		default:
-			relay(m, 0)
+			relay(m, nil, nil)
 		}
 	}
 	cfg := tg.config(nil)
 	cfg.Fakes.Source = src
 	cfg.Bulk.BatchSize = 1 // a transaction per row: user001's is judged long before user003's
-	r := &Runner{Config: cfg}
-	res, got, err := collect(t, r, NewCSV(listOf("user001@example.org,source", "user002@example.org,source",
+	got := map[string]Verdict{}
+	r := &Runner{Config: cfg, OnVerdict: func(v Verdict) { // called from one goroutine at a time
+		got[v.Check.Recipient] = v
+		if v.Check.Recipient == "user001@example.org" && v.Status == scenarios.StatusPass {
+			close(passed001)
+		}
+	}}
+	res, err := r.Run(t.Context(), NewCSV(listOf("user001@example.org,source", "user002@example.org,source",
 		"user003@example.org,source"), "list.csv", nil))
 	if err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d verdicts; want 3", len(got))
 	}
 	for addr, v := range got {
 		if v.Status != scenarios.StatusPass {
@@ -119,6 +137,32 @@ func TestUnexpectedCopySorting(t *testing.T) {
 	if want := "probe r1.6 for a@example.org reached the fake MX 127.0.0.1:2 after its verdict"; e.lateOwn[0] != want {
 		t.Errorf("evidence[0] = %q; want %q", e.lateOwn[0], want)
 	}
+}
+
+// relayOnce delivers one message, done at the DATA reply: the run may close the
+// fake sink as soon as the last copy is in, before a QUIT is answered.
+func relayOnce(addr, from string, to []string, body []byte) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, rc := range to {
+		if err := c.Rcpt(rc, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 func readFile(t *testing.T, path string) string {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/splitcheck/splitcheck/fakesource"
 	"github.com/splitcheck/splitcheck/scenarios"
 )
 
@@ -175,6 +176,37 @@ func (o *observer) finish() {
 	o.wg.Wait()
 }
 
+// sinkCopies returns the sightings of t's probe at the fake sinks by row key, and
+// how many copies went to recipients t did not send to. With final set, the
+// run's own sinks hand their copies over and forget the id at once.
+func (o *observer) sinkCopies(t *txn, keys map[string]bool, final bool) (map[string][]scenarios.Observation, int) {
+	seen := map[string][]scenarios.Observation{}
+	strays := 0
+	for _, s := range o.sinks {
+		var msgs []fakesource.Message
+		if own, ok := s.sink.(*ownSink); ok && final {
+			msgs = own.take(t.id)
+		} else {
+			msgs = s.sink.ByIndex(t.id)
+		}
+		for _, m := range msgs {
+			for _, rc := range m.Rcpts {
+				k := strings.ToLower(rc.Addr)
+				if !keys[k] {
+					strays++
+					continue
+				}
+				seen[k] = append(seen[k], scenarios.Observation{
+					Place: s.route, Where: s.name,
+					Evidence: fmt.Sprintf("%s message %d, %d recipient(s), from %s", s.name, m.Seq, len(m.Rcpts), m.RemoteAddr),
+					After:    m.ReceivedAt.Sub(t.sentAt), Received: m.Received,
+				})
+			}
+		}
+	}
+	return seen, strays
+}
+
 // fail judges every row of t as not judged because of err.
 func (o *observer) fail(t *txn, err error) {
 	o.e.forget(t.id)
@@ -291,24 +323,7 @@ func (o *observer) check(ctx context.Context, t *txn) bool {
 	for _, rs := range t.rows {
 		keys[rs.key] = true
 	}
-	seen := map[string][]scenarios.Observation{}
-	strays := 0
-	for _, s := range o.sinks {
-		for _, m := range s.sink.ByIndex(t.id) {
-			for _, rc := range m.Rcpts {
-				k := strings.ToLower(rc.Addr)
-				if !keys[k] {
-					strays++
-					continue
-				}
-				seen[k] = append(seen[k], scenarios.Observation{
-					Place: s.route, Where: s.name,
-					Evidence: fmt.Sprintf("%s message %d, %d recipient(s), from %s", s.name, m.Seq, len(m.Rcpts), m.RemoteAddr),
-					After:    m.ReceivedAt.Sub(t.sentAt), Received: m.Received,
-				})
-			}
-		}
-	}
+	seen, _ := o.sinkCopies(t, keys, false)
 	for _, rs := range t.rows {
 		if rs.mailbox == nil || len(rs.local) > 0 {
 			continue
@@ -338,6 +353,9 @@ func (o *observer) check(ctx context.Context, t *txn) bool {
 	if !complete && elapsed < o.delivery {
 		return false
 	}
+	// Judging: read the run's own sinks again, forgetting the id in the same
+	// step, so that a copy arriving from now on counts as late, never as lost.
+	seen, strays := o.sinkCopies(t, keys, true)
 	if strays > 0 {
 		o.e.r.c.strays.Add(int64(strays))
 		o.e.log.Warn("probe delivered to recipients it was not sent to", "probe", t.id, "count", strays)

@@ -45,6 +45,16 @@ func (s *ownSink) expect(id string) {
 	s.mu.Unlock()
 }
 
+// take returns the copies recorded for id and forgets it, in one step: a copy
+// arriving after it is late.
+func (s *ownSink) take(id string) []fakesource.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	copies := s.byID[id]
+	delete(s.byID, id)
+	return copies
+}
+
 func (s *ownSink) forget(id string) {
 	s.mu.Lock()
 	delete(s.byID, id)
